@@ -1,0 +1,32 @@
+"""PULSE: state-based sequence models whose every internal decision is observable."""
+
+from pulse.config import ConfigError, PulseConfig
+from pulse.hooks import HookPoint, hook_points
+from pulse.io import CheckpointError
+from pulse.layers import (
+    GroupedQueryAttention,
+    KeyValueMemory,
+    LinearAttention,
+    LocalConv,
+    MemoryAugmentedLayer,
+    MultiHeadAttention,
+    RecurrentState,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
+    UnifiedBlock,
+    apply_rotary_pos_emb,
+)
+from pulse.model import PulseForCausalLM, PulseModel, PulseState
+from pulse.pretrained import load_pretrained
+from pulse.transformer import TransformerConfig, TransformerForCausalLM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "PulseConfig", "HookPoint", "hook_points", "CheckpointError",
+    "GroupedQueryAttention", "KeyValueMemory", "LinearAttention", "LocalConv",
+    "MemoryAugmentedLayer", "MultiHeadAttention", "RecurrentState", "RMSNorm", "RotaryEmbedding",
+    "SwiGLU", "UnifiedBlock", "apply_rotary_pos_emb", "PulseForCausalLM", "PulseModel",
+    "PulseState", "load_pretrained", "TransformerConfig", "TransformerForCausalLM",
+]

@@ -1,0 +1,234 @@
+"""Decay-weighted causal linear attention: one recurrence, two code paths.
+
+Per head h with decay gamma_h in (0, 1) and feature map phi(x) = elu(x) + 1:
+
+    S_t = gamma_h * S_{t-1} + phi(k_t) v_t^T          S: [d_k, d_v]
+    z_t = gamma_h * z_{t-1} + phi(k_t)                z: [d_k]
+    o_t = phi(q_t) S_t / (phi(q_t) . z_t + eps)
+
+Unrolled, o_t = sum_{s<=t} A[t, s] v_s with A[t, s] = gamma^{t-s} phi(q_t).phi(k_s) / n_t,
+n_t = phi(q_t).z_t + eps: the "decay-weighted attention" that ``probes`` materialises.
+
+A padding token gets decay 1 and phi(k) = 0, so it never touches S or z.
+
+``chunked_linear_attention`` (training, prompts) splits the sequence into chunks of L:
+inside a chunk a masked L x L product with decay gamma^{t-s} (from cumulative log decays,
+so no power ever underflows or overflows), across chunks the carried state (S, z).
+``recurrent_linear_attention_step`` (generation) is the one-token recurrence above.
+Both are computed in fp32 and must agree to fp32 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pulse.hooks import HookPoint
+
+LinearAttentionState = dict[str, torch.Tensor]  # {"S": [B,H,dk,dv], "z": [B,H,dk]}
+
+
+def feature_map(x: torch.Tensor) -> torch.Tensor:
+    """phi(x) = elu(x) + 1 > 0."""
+    return F.elu(x) + 1.0
+
+
+def chunked_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    S0: torch.Tensor,
+    z0: torch.Tensor,
+    chunk_size: int,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chunkwise-parallel decayed linear attention.
+
+    q, k: [B, H, T, dk] feature-mapped (k already zero at padding), v: [B, H, T, dv],
+    log_decay: [B, H, T] (<= 0; 0 at padding), S0: [B, H, dk, dv], z0: [B, H, dk].
+    Returns (out [B, H, T, dv], normalizer [B, H, T] = phi(q_t).z_t, S_T, z_T).
+    """
+    B, H, T, dk = q.shape
+    dv = v.shape[-1]
+    L = chunk_size
+    N = -(-T // L)
+    pad = N * L - T
+    if pad:
+        # padded positions: zero keys and zero log decay, so they change nothing
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        log_decay = F.pad(log_decay, (0, pad))
+    q = q.view(B, H, N, L, dk)
+    k = k.view(B, H, N, L, dk)
+    v = v.view(B, H, N, L, dv)
+    b = log_decay.view(B, H, N, L).cumsum(-1)  # log of the decay from chunk start to t
+
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    diff = b[..., :, None] - b[..., None, :]  # [B,H,N,L,L] log gamma^(t-s), <= 0 where s <= t
+    decay = torch.exp(diff.masked_fill(~causal, float("-inf")))
+    scores = (q @ k.transpose(-1, -2)) * decay  # [B,H,N,L,L]
+    num = scores @ v  # [B,H,N,L,dv]
+    den = scores.sum(-1)  # [B,H,N,L]
+
+    # what each chunk adds to the state, decayed to the chunk's end
+    to_end = torch.exp(b[..., -1:] - b)[..., None]  # [B,H,N,L,1]
+    k_end = k * to_end
+    dS = k_end.transpose(-1, -2) @ v  # [B,H,N,dk,dv]
+    dz = k_end.sum(-2)  # [B,H,N,dk]
+    chunk_decay = torch.exp(b[..., -1])  # [B,H,N]
+
+    S_starts, z_starts = [], []
+    S, z = S0, z0
+    for n in range(N):
+        S_starts.append(S)
+        z_starts.append(z)
+        S = chunk_decay[:, :, n, None, None] * S + dS[:, :, n]
+        z = chunk_decay[:, :, n, None] * z + dz[:, :, n]
+    S_start = torch.stack(S_starts, dim=2)  # [B,H,N,dk,dv]
+    z_start = torch.stack(z_starts, dim=2)  # [B,H,N,dk]
+
+    q_dec = q * torch.exp(b)[..., None]  # phi(q_t) decayed back to the chunk start
+    num = num + q_dec @ S_start
+    den = den + (q_dec * z_start[:, :, :, None, :]).sum(-1)
+    out = num / (den[..., None] + eps)
+    out = out.reshape(B, H, N * L, dv)[:, :, :T]
+    den = den.reshape(B, H, N * L)[:, :, :T]
+    return out, den, S, z
+
+
+def recurrent_linear_attention_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    S: torch.Tensor,
+    z: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token of the recurrence.
+
+    q, k: [B, H, dk] feature-mapped, v: [B, H, dv], log_decay: [B, H], S: [B, H, dk, dv],
+    z: [B, H, dk]. Returns (out [B, H, dv], normalizer [B, H], S_new, z_new).
+    """
+    g = torch.exp(log_decay)
+    S = g[..., None, None] * S + k[..., :, None] * v[..., None, :]
+    z = g[..., None] * z + k
+    den = (q * z).sum(-1)
+    out = (q[..., None, :] @ S).squeeze(-2) / (den[..., None] + eps)
+    return out, den, S, z
+
+
+def _decay_logits(num_heads: int, half_life_min: float, half_life_max: float) -> torch.Tensor:
+    """Logits whose sigmoid gives decays with half-lives spread geometrically."""
+    if num_heads == 1:
+        half_lives = torch.tensor([math.sqrt(half_life_min * half_life_max)])
+    else:
+        half_lives = torch.logspace(math.log10(half_life_min), math.log10(half_life_max), num_heads)
+    gamma = torch.exp(math.log(0.5) / half_lives)
+    return torch.log(gamma) - torch.log1p(-gamma)
+
+
+class LinearAttention(nn.Module):
+    """Causal linear attention with elu+1 features and a learned per-head decay.
+
+    forward(x [B, T, D], mask [B, T] | None, state | None, mode) -> (out [B, T, D], state)
+    ``out`` is the merged per-head output (the owning block applies the output projection).
+    mode: "auto" (chunked for T > 1, recurrent step for T == 1), "chunked" or "recurrent"
+    (a per-token loop over the one-step recurrence).
+
+    Hooks (per head: [B, H, T, ...]): hook_q_features, hook_k_features (phi, after masking),
+    hook_v, hook_decay [H] (gamma_h), hook_normalizer [B, H, T] (phi(q_t).z_t),
+    hook_out [B, H, T, dv].
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        chunk_size: int = 64,
+        eps: float = 1e-6,
+        half_life_min: float = 4.0,
+        half_life_max: float = 256.0,
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"num_heads: hidden_size {hidden_size} not divisible by {num_heads}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.chunk_size = chunk_size
+        self.eps = eps
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.decay_logit = nn.Parameter(_decay_logits(num_heads, half_life_min, half_life_max))
+        self.hook_q_features = HookPoint()
+        self.hook_k_features = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_decay = HookPoint()
+        self.hook_normalizer = HookPoint()
+        self.hook_out = HookPoint()
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> LinearAttentionState:
+        H, d = self.num_heads, self.head_dim
+        return {
+            "S": torch.zeros(batch_size, H, d, d, device=device, dtype=torch.float32),
+            "z": torch.zeros(batch_size, H, d, device=device, dtype=torch.float32),
+        }
+
+    def decay(self) -> torch.Tensor:
+        """gamma_h, [H]."""
+        return torch.sigmoid(self.decay_logit)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        state: LinearAttentionState | None = None,
+        mode: str = "auto",
+    ) -> tuple[torch.Tensor, LinearAttentionState]:
+        B, T, D = x.shape
+        H, d = self.num_heads, self.head_dim
+        if state is None:
+            state = self.init_state(B, x.device)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H, T, d], fp32
+            return t.view(B, T, H, d).transpose(1, 2).float()
+
+        q = self.hook_q_features(feature_map(heads(self.q_proj(x))))
+        k = feature_map(heads(self.k_proj(x)))
+        v = self.hook_v(heads(self.v_proj(x)))
+        gamma = self.hook_decay(self.decay())  # [H]
+        log_gamma = torch.log(gamma.float()).view(1, H, 1).expand(B, H, T)
+        if mask is not None:
+            real = mask.to(torch.float32)[:, None, :]  # [B, 1, T]
+            k = k * real[..., None]
+            log_gamma = log_gamma * real
+        k = self.hook_k_features(k)
+
+        if mode == "auto":
+            mode = "recurrent" if T == 1 else "chunked"
+        if mode == "chunked":
+            out, den, S, z = chunked_linear_attention(
+                q, k, v, log_gamma, state["S"], state["z"], self.chunk_size, self.eps
+            )
+        elif mode == "recurrent":
+            S, z = state["S"], state["z"]
+            outs, dens = [], []
+            for t in range(T):
+                o, n, S, z = recurrent_linear_attention_step(
+                    q[:, :, t], k[:, :, t], v[:, :, t], log_gamma[:, :, t], S, z, self.eps
+                )
+                outs.append(o)
+                dens.append(n)
+            out, den = torch.stack(outs, dim=2), torch.stack(dens, dim=2)
+        else:
+            raise ValueError(f"mode: expected 'auto', 'chunked' or 'recurrent', got {mode!r}")
+        self.hook_normalizer(den)
+        out = self.hook_out(out)  # [B, H, T, d]
+        merged = out.transpose(1, 2).reshape(B, T, D).to(x.dtype)
+        return merged, {"S": S, "z": z}
