@@ -119,8 +119,9 @@ class PulseModel(nn.Module):
 
 
 @register_model
-class PulseForCausalLM(PretrainedMixin, GenerationMixin, nn.Module):
-    """PULSE language model. forward(input_ids, attention_mask=None, labels=None, state=None)
+class PulseForCausalLM(PretrainedMixin, GenerationMixin, PulseModel):
+    """PULSE language model: the backbone (so hook names are ``blocks.{i}.…``) plus a head.
+    forward(input_ids, attention_mask=None, labels=None, state=None)
     -> {"logits": [B, T, V], "state": PulseState, and with labels: "loss", "lm_loss",
     "aux_loss"}. ``labels`` are aligned with ``input_ids`` (the model shifts them);
     -100 and padding positions are ignored. ``loss = lm_loss + importance_reg * aux_loss``
@@ -129,9 +130,7 @@ class PulseForCausalLM(PretrainedMixin, GenerationMixin, nn.Module):
     config_class = PulseConfig
 
     def __init__(self, config: PulseConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = PulseModel(config)
+        super().__init__(config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.apply(self._init_weights)
@@ -147,12 +146,8 @@ class PulseForCausalLM(PretrainedMixin, GenerationMixin, nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.blocks
-
     def output_weight(self) -> torch.Tensor:
-        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+        return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
     def state_banks(self) -> Iterator[tuple[int, nn.Module]]:
         """(layer index, StateBank) for every block that has a state bank."""
@@ -178,7 +173,7 @@ class PulseForCausalLM(PretrainedMixin, GenerationMixin, nn.Module):
         state: PulseState | None = None,
         attn_mode: str = "auto",
     ) -> dict[str, Any]:
-        out = self.model(input_ids, attention_mask=attention_mask, state=state, attn_mode=attn_mode)
+        out = super().forward(input_ids, attention_mask=attention_mask, state=state, attn_mode=attn_mode)
         hidden = out["last_hidden_state"]
         logits = F.linear(hidden, self.output_weight())  # [B, T, V]
         result: dict[str, Any] = {"logits": logits, "state": out["state"]}

@@ -171,7 +171,7 @@ class MemoryAugmentedLayer(nn.Module):
             cand_slot = torch.cat([torch.arange(C, device=x.device).expand(B, C), tok_w % C], dim=1)
             n_t = widx_tok[:, sl, None]  # entries with write index in [n_t - C, n_t) are visible
             valid = (cand_w[:, None, :] >= 0) & (cand_w[:, None, :] < n_t) & (cand_w[:, None, :] >= n_t - C)
-            read, sc, wt, idx = top_k_read(q[:, sl], cand_keys, cand_values, valid, self.top_k)
+            read, sc, wt, idx = top_k_read(q[:, sl], cand_keys, cand_values, valid, min(self.top_k, C))
             slot = torch.where(idx >= 0, cand_slot.gather(1, idx.clamp(min=0).view(B, -1)).view_as(idx), idx)
             reads.append(read)
             scores_all.append(sc)

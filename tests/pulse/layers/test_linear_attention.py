@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+from pulse.layers.linear_attention import (
+    LinearAttention,
+    chunked_linear_attention,
+    feature_map,
+    recurrent_linear_attention_step,
+)
+
+
+def explicit_attention(q, k, v, gamma, eps, mask=None):
+    """The n x n reference: A[t, s] = gamma^(#real tokens in (s, t]) phi(q_t).phi(k_s), s <= t."""
+    B, H, T, _ = q.shape
+    real = torch.ones(B, T) if mask is None else mask.float()
+    k = k * real[:, None, :, None]
+    steps = real.cumsum(1)  # number of real tokens up to and including t
+    dist = steps[:, :, None] - steps[:, None, :]  # [B, T, T] decay exponent for (t, s)
+    causal = torch.ones(T, T).tril().bool()
+    A = torch.einsum("bhtd,bhsd->bhts", q, k)
+    decay = gamma.view(1, H, 1, 1) ** dist[:, None].clamp(min=0)
+    A = torch.where(causal, A * decay, torch.zeros(()))
+    num = A @ v
+    den = A.sum(-1)
+    return num / (den[..., None] + eps), den
+
+
+def random_inputs(B=2, H=3, T=20, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = feature_map(torch.randn(B, H, T, d, generator=g))
+    k = feature_map(torch.randn(B, H, T, d, generator=g))
+    v = torch.randn(B, H, T, d, generator=g)
+    gamma = torch.tensor([0.5, 0.9, 0.99])[:H]
+    return q, k, v, gamma
+
+
+@pytest.mark.parametrize("T", [1, 5, 16, 17, 48, 50])
+@pytest.mark.parametrize("chunk", [1, 4, 16])
+def test_chunked_equals_recurrent_equals_explicit(T, chunk):
+    q, k, v, gamma = random_inputs(T=T)
+    B, H, _, d = q.shape
+    log_decay = torch.log(gamma).view(1, H, 1).expand(B, H, T)
+    S0, z0 = torch.zeros(B, H, d, d), torch.zeros(B, H, d)
+    out_c, den_c, S_c, z_c = chunked_linear_attention(q, k, v, log_decay, S0, z0, chunk, 1e-6)
+    S, z, outs, dens = S0, z0, [], []
+    for t in range(T):
+        o, n, S, z = recurrent_linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], log_decay[:, :, t], S, z, 1e-6)
+        outs.append(o)
+        dens.append(n)
+    out_r, den_r = torch.stack(outs, 2), torch.stack(dens, 2)
+    out_e, den_e = explicit_attention(q, k, v, gamma, 1e-6)
+    torch.testing.assert_close(out_c, out_e, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_r, out_e, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(den_c, den_e, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(S_c, S, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(z_c, z, atol=1e-4, rtol=1e-5)
+
+
+def test_padding_has_decay_one_and_no_write():
+    q, k, v, gamma = random_inputs(T=12)
+    B, H, T, d = q.shape
+    mask = torch.ones(B, T)
+    mask[0, :3] = 0  # left padding
+    mask[1, 5] = 0  # a hole
+    mask[1, -2:] = 0  # right padding
+    log_decay = torch.log(gamma).view(1, H, 1) * mask[:, None, :]
+    kk = k * mask[:, None, :, None]
+    out, den, _, _ = chunked_linear_attention(q, kk, v, log_decay, torch.zeros(B, H, d, d), torch.zeros(B, H, d), 4, 1e-6)
+    ref, _ = explicit_attention(q, k, v, gamma, 1e-6, mask)
+    real = mask.bool()
+    torch.testing.assert_close(out.transpose(1, 2)[real], ref.transpose(1, 2)[real], atol=1e-5, rtol=1e-5)
+
+
+def test_layer_modes_agree_and_carry_state():
+    layer = LinearAttention(hidden_size=24, num_heads=3, chunk_size=8)
+    x = torch.randn(2, 29, 24)
+    out_c, st_c = layer(x, mode="chunked")
+    out_r, st_r = layer(x, mode="recurrent")
+    torch.testing.assert_close(out_c, out_r, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(st_c["S"], st_r["S"], atol=1e-4, rtol=1e-5)
+    a, st = layer(x[:, :11])
+    b, _ = layer(x[:, 11:], state=st)
+    torch.testing.assert_close(torch.cat([a, b], 1), out_c, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_mode_is_named():
+    layer = LinearAttention(hidden_size=8, num_heads=2)
+    with pytest.raises(ValueError, match="mode"):
+        layer(torch.randn(1, 3, 8), mode="fast")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_long_sequence_stays_finite_in_half_precision(dtype):
+    layer = LinearAttention(hidden_size=16, num_heads=2, chunk_size=64, half_life_min=1.0, half_life_max=2.0).to(dtype)
+    x = torch.randn(1, 4096, 16).to(dtype)
+    out, state = layer(x)
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(state["S"]).all()
+
+
+def test_initial_half_lives_are_spread():
+    layer = LinearAttention(hidden_size=16, num_heads=4, half_life_min=4, half_life_max=256)
+    half_lives = math.log(0.5) / torch.log(layer.decay())
+    torch.testing.assert_close(half_lives, torch.tensor([4.0, 16.0, 64.0, 256.0]), rtol=1e-3, atol=1e-3)
