@@ -18,6 +18,18 @@ from pulse.layers import (
     apply_rotary_pos_emb,
 )
 from pulse.model import PulseForCausalLM, PulseModel, PulseState
+from pulse.nsm import (
+    AdaptiveStateAllocator,
+    HierarchicalStateManager,
+    HybridAttention,
+    NSMLayer,
+    SimpleNSM,
+    SparseStateAttention,
+    StateBank,
+    StateManager,
+    StatePropagator,
+    TokenToStateRouter,
+)
 from pulse.pretrained import load_pretrained
 from pulse.transformer import TransformerConfig, TransformerForCausalLM
 
@@ -28,5 +40,7 @@ __all__ = [
     "GroupedQueryAttention", "KeyValueMemory", "LinearAttention", "LocalConv",
     "MemoryAugmentedLayer", "MultiHeadAttention", "RecurrentState", "RMSNorm", "RotaryEmbedding",
     "SwiGLU", "UnifiedBlock", "apply_rotary_pos_emb", "PulseForCausalLM", "PulseModel",
-    "PulseState", "load_pretrained", "TransformerConfig", "TransformerForCausalLM",
+    "PulseState", "load_pretrained", "AdaptiveStateAllocator", "HierarchicalStateManager",
+    "HybridAttention", "NSMLayer", "SimpleNSM", "SparseStateAttention", "StateBank", "StateManager",
+    "StatePropagator", "TokenToStateRouter", "TransformerConfig", "TransformerForCausalLM",
 ]

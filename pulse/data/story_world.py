@@ -435,14 +435,15 @@ def generate_story(rng: random.Random | int | None, cfg: StoryWorldConfig | None
     questions: list[Question] = []
     for qi in range(cfg.questions_per_story):
         b.sentence = n_sent + qi
-        fresh_c = [c for c in known_chars if c not in asked] or known_chars
-        fresh_o = [o for o in known_objs if o not in asked] or known_objs
+        new_c = [c for c in known_chars if c not in asked]
+        new_o = [o for o in known_objs if o not in asked]
         want_obj = bool(known_objs) and rng.random() < cfg.p_object_question
-        # prefer an entity not yet asked about, of the wanted kind, else of the other kind
-        if want_obj and not [o for o in known_objs if o not in asked] and [c for c in known_chars if c not in asked]:
+        # prefer an entity not asked about yet: switch kind if only the other kind has one
+        if want_obj and not new_o and new_c:
             want_obj = False
-        elif not want_obj and not [c for c in known_chars if c not in asked] and [o for o in known_objs if o not in asked]:
+        elif not want_obj and not new_c and new_o:
             want_obj = True
+        fresh_o, fresh_c = new_o or known_objs, new_c or known_chars
         ent = rng.choice(fresh_o if want_obj else fresh_c)
         asked.add(ent)
         start = len(b.tokens)

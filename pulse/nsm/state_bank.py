@@ -239,10 +239,11 @@ class StateBank(SlotBookkeeping, nn.Module):
             return torch.where(m[..., None], out, torch.zeros((), dtype=v.dtype, device=dev))
 
         present = to_buf(m[..., None].to(dtype))[..., 0] > 0.5  # [B, J, C]
-        xb = to_buf(x)  # [B, J, C, D]
         scale = 1.0 / math.sqrt(self.key_dim)
-        q_w = self.write_query(xb)  # [B, J, C, dk]
-        v_w = self.write_value(xb)  # [B, J, C, Ds]
+        # project per token first (O(T)), then lay the projections out by (chunk, position)
+        q_w = to_buf(self.write_query(x))  # [B, J, C, dk]
+        v_w = to_buf(self.write_value(x))  # [B, J, C, Ds]
+        q_r = to_buf(self.read_query(x))  # [B, J, C, dk]
         alive_s = alive[None, :, None]
 
         gate_hooks = _GATE_HOOKS[self.gate_type]
@@ -336,7 +337,6 @@ class StateBank(SlotBookkeeping, nn.Module):
         # ---- read: every token reads the bank version of its chunk
         vs = torch.stack(res["versions"], dim=1)  # [B, J, S, Ds]
         vs_c = torch.where(alive[None, None, :, None], vs, zero)
-        q_r = self.read_query(xb)  # [B, J, C, dk]
         k_r = self.read_key(vs_c)  # [B, J, S, dk]
         sc = torch.einsum("bjcd,bjsd->bjcs", q_r, k_r) * scale
         r_buf = torch.softmax(sc.masked_fill(~alive[None, None, None, :], float("-inf")), dim=-1)

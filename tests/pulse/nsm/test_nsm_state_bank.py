@@ -305,3 +305,25 @@ def test_validation_errors():
         sb(torch.randn(2, 5, D), None, {**sb.init_state(2, None, torch.float32), "bank": torch.zeros(2, 1, DS)})
     with pytest.raises(ValueError, match="n"):
         sb.allocate_states(-1)
+
+
+@pytest.mark.parametrize("gate_type", ["gru", "lstm"])
+def test_identity_interventions_rerun_to_same_result(gate_type):
+    """Hooks that return a copy force the override/recompute path; results must not move."""
+    sb = make(gate_type, seed=11)
+    x, mask = torch.randn(2, 10, D), rand_mask(2, 10, seed=11)
+    with torch.no_grad():
+        d0, s0 = sb(x, mask)
+        handles = [hp.register_forward_hook(lambda m, i, o: o.clone()) for _, hp in hook_points(sb)]
+        d1, s1 = sb(x, mask)
+        for h in handles:
+            h.remove()
+        # a real routing intervention: send all writes to slot 0 -> other slots get zero input
+        h = sb.hook_routing.register_forward_hook(
+            lambda m, i, o: torch.zeros_like(o).index_fill_(-1, torch.tensor([0]), 1.0) * (mask[..., None])
+        )
+        d2, s2 = sb(x, mask)
+        h.remove()
+    assert torch.allclose(d0, d1, atol=1e-6) and torch.allclose(s0["bank"], s1["bank"], atol=1e-6)
+    assert torch.allclose(s2["pending_w"][:, 1:], torch.zeros(2, S - 1))
+    assert not torch.allclose(s2["bank"], s0["bank"])
