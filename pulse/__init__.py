@@ -17,6 +17,7 @@ from pulse.layers import (
     UnifiedBlock,
     apply_rotary_pos_emb,
 )
+from pulse.legacy import LegacyPulseConfig, LegacyPulseForCausalLM, LegacyPulseModel
 from pulse.model import PulseForCausalLM, PulseModel, PulseState
 from pulse.nsm import (
     AdaptiveStateAllocator,
@@ -42,5 +43,6 @@ __all__ = [
     "SwiGLU", "UnifiedBlock", "apply_rotary_pos_emb", "PulseForCausalLM", "PulseModel",
     "PulseState", "load_pretrained", "AdaptiveStateAllocator", "HierarchicalStateManager",
     "HybridAttention", "NSMLayer", "SimpleNSM", "SparseStateAttention", "StateBank", "StateManager",
-    "StatePropagator", "TokenToStateRouter", "TransformerConfig", "TransformerForCausalLM",
+    "StatePropagator", "TokenToStateRouter", "LegacyPulseConfig", "LegacyPulseForCausalLM",
+    "LegacyPulseModel", "TransformerConfig", "TransformerForCausalLM",
 ]
