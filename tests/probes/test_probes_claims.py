@@ -14,14 +14,14 @@ def check(res, claim):
 
 
 def test_claims_on_tiny_bank_model(bank_model):
-    ids = torch.randint(1, 50, (2, 24))
+    ids = torch.randint(1, 50, (1, 17))
     with torch.no_grad():
         for _, bank in bank_model.state_banks():
             bank.importance_logits.copy_(torch.tensor([2.0, -1.0, 0.5, 1.0]))
     r = importance_predicts_ablation(bank_model, ids)
     check(r, "importance_predicts_ablation")
     assert r["details"]["n"] == 8 and len(r["details"]["points"]) == 8
-    r = pruning_beats_random(bank_model, ids, n_random=3)
+    r = pruning_beats_random(bank_model, ids, n_random=2)
     check(r, "pruning_beats_random")
     assert r["details"]["lowest"] == {0: [1, 2], 1: [1, 2]}
     assert all(b.alive.all() for _, b in bank_model.state_banks())  # restored
@@ -37,8 +37,8 @@ def test_claims_on_tiny_bank_model(bank_model):
 
 
 def test_pruning_with_equal_importance_is_inconclusive(bank_model):
-    ids = torch.randint(1, 50, (1, 16))
-    assert pruning_beats_random(bank_model, ids, n_random=2)["verdict"] == "inconclusive"
+    ids = torch.randint(1, 50, (1, 9))
+    assert pruning_beats_random(bank_model, ids, n_random=1)["verdict"] == "inconclusive"
 
 
 def test_rules():

@@ -1,0 +1,6 @@
+"""Captum attributions: input tokens (integrated gradients) and state-bank slots."""
+
+from probes.attribution.integrated_gradients import TokenAttribution, token_attributions
+from probes.attribution.state_attribution import SlotAttribution, slot_attributions
+
+__all__ = ["TokenAttribution", "token_attributions", "SlotAttribution", "slot_attributions"]
