@@ -17,27 +17,30 @@ from torch import nn
 from pulse.hooks import HookPoint
 
 
-def top_k_read(
+def top_k_candidates(
     query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, top_k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Read the ``top_k`` best-matching valid entries.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Select the ``top_k`` best-matching valid entries.
 
     query [..., Q, d], keys/values [..., E, d], valid [..., Q, E] bool.
-    Returns (read [..., Q, d] = softmax-over-selected weighted sum of values,
-    scores [..., Q, k] (scaled dot products, -inf where fewer than k entries were valid),
-    weights [..., Q, k], index [..., Q, k] (entry index, -1 where nothing was read)).
+    Returns (scores [..., Q, k] (scaled dot products, -inf where fewer than k entries were
+    valid), values [..., Q, k, d] of the selected entries, index [..., Q, k] (-1: nothing)).
     """
     k = min(top_k, keys.shape[-2])
     scores = (query @ keys.transpose(-1, -2)) / math.sqrt(query.shape[-1])  # [..., Q, E]
     scores = scores.masked_fill(~valid, float("-inf"))
     top_scores, index = scores.topk(k, dim=-1)  # [..., Q, k]
-    hit = torch.isfinite(top_scores)
-    weights = torch.softmax(top_scores.masked_fill(~hit, -1e30), dim=-1) * hit
-    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)  # all-empty rows stay 0
     picked = values.unsqueeze(-3).expand(*index.shape[:-1], values.shape[-2], values.shape[-1])
     gathered = picked.gather(-2, index[..., None].expand(*index.shape, values.shape[-1]))
-    read = (weights[..., None] * gathered).sum(-2)
-    return read, top_scores, weights, torch.where(hit, index, torch.full_like(index, -1))
+    hit = torch.isfinite(top_scores)
+    return top_scores, gathered, torch.where(hit, index, torch.full_like(index, -1))
+
+
+def read_weights(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the selected entries' scores [..., k]; entries scored -inf (none) get 0."""
+    hit = torch.isfinite(scores)
+    weights = torch.softmax(scores.masked_fill(~hit, -1e30), dim=-1) * hit
+    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)  # an empty read stays 0
 
 
 class KeyValueMemory(nn.Module):
@@ -161,7 +164,7 @@ class MemoryAugmentedLayer(nn.Module):
         widx_tok = state["count"][:, None] + real.long().cumsum(1) - real.long()  # [B, T]
         keys, values, widx, count = state["keys"], state["values"], state["widx"], state["count"]
 
-        reads, scores_all, weights_all, slots_all = [], [], [], []
+        scores_all, picked_all, slots_all = [], [], []
         for start in range(0, T, self.chunk_size):
             sl = slice(start, min(T, start + self.chunk_size))
             tok_w = torch.where(real[:, sl], widx_tok[:, sl], torch.full_like(widx_tok[:, sl], -1))
@@ -171,11 +174,10 @@ class MemoryAugmentedLayer(nn.Module):
             cand_slot = torch.cat([torch.arange(C, device=x.device).expand(B, C), tok_w % C], dim=1)
             n_t = widx_tok[:, sl, None]  # entries with write index in [n_t - C, n_t) are visible
             valid = (cand_w[:, None, :] >= 0) & (cand_w[:, None, :] < n_t) & (cand_w[:, None, :] >= n_t - C)
-            read, sc, wt, idx = top_k_read(q[:, sl], cand_keys, cand_values, valid, min(self.top_k, C))
+            sc, picked, idx = top_k_candidates(q[:, sl], cand_keys, cand_values, valid, min(self.top_k, C))
             slot = torch.where(idx >= 0, cand_slot.gather(1, idx.clamp(min=0).view(B, -1)).view_as(idx), idx)
-            reads.append(read)
             scores_all.append(sc)
-            weights_all.append(wt)
+            picked_all.append(picked)
             slots_all.append(slot)
             # write this chunk's real tokens; only the newest C writes can survive
             new_count = count + real[:, sl].long().sum(1)
@@ -186,10 +188,12 @@ class MemoryAugmentedLayer(nn.Module):
             widx = torch.cat([widx, torch.zeros_like(widx[:, :1])], 1).scatter(1, target, tok_w)[:, :C]
             count = new_count
 
-        read = torch.cat(reads, dim=1)
-        self.hook_read_scores(torch.cat(scores_all, dim=1))
-        self.hook_read_weights(torch.cat(weights_all, dim=1))
-        self.hook_read_slots(torch.cat(slots_all, dim=1))
+        # scores -> weights -> read: each hook's returned value is what the next step uses
+        scores = self.hook_read_scores(torch.cat(scores_all, dim=1))  # [B, T, k]
+        weights = self.hook_read_weights(read_weights(scores))  # [B, T, k]
+        self.hook_read_slots(torch.cat(slots_all, dim=1))  # observed only: which slot was read
+        picked = torch.cat(picked_all, dim=1)  # [B, T, k, D]
+        read = (weights[..., None] * picked).sum(-2)
         read = self.hook_read(read * real[..., None])
         delta = self.out_proj(read.to(x.dtype))
         return delta, {"keys": keys, "values": values, "widx": widx, "count": count}

@@ -90,3 +90,25 @@ def test_memory_layer_is_causal_padding_aware_and_streams():
     padded, _ = layer(x, mask)
     ref = reference_memory_layer(layer, x, mask.bool())
     torch.testing.assert_close(padded[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_read_hooks_flow_on():
+    layer = MemoryAugmentedLayer(6, capacity=4, top_k=2, chunk_size=4)
+    x = torch.randn(1, 9, 6)
+    base, _ = layer(x)
+    handle = layer.hook_read_weights.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+    zeroed, _ = layer(x)
+    handle.remove()
+    torch.testing.assert_close(zeroed, torch.zeros_like(zeroed))
+    # scores pushed to -inf except the first selected entry: each token reads its best match only
+    def best_only(m, i, o):
+        out = torch.full_like(o, float("-inf"))
+        out[..., 0] = o[..., 0]
+        return out
+    handle = layer.hook_read_scores.register_forward_hook(best_only)
+    best, _ = layer(x)
+    handle.remove()
+    one = MemoryAugmentedLayer(6, capacity=4, top_k=1, chunk_size=4)
+    one.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(best, one(x)[0])
+    assert not torch.allclose(best, base)
