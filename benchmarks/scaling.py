@@ -1,0 +1,212 @@
+"""How PULSE scales with sequence length, measured side by side in one run.
+
+For T = 512 ... 16384 (batch 1, fp32, this machine's CPU) it times, per model:
+  * PULSE, chunked path (training/prompt form),
+  * PULSE with the attention computed by the per-token recurrent loop,
+  * the Transformer baseline of the same width and depth (scaled_dot_product_attention),
+forward and forward+backward, and records peak memory. Peak memory is the resident-set
+high-water mark of a fresh subprocess per measurement, minus its resident size just
+before the measured call (CPU has no allocator counter to reset). Generation: time per new
+token after contexts of 512 ... 16384 tokens (PULSE carries its recurrent state; the
+Transformer its KV cache).
+
+    python benchmarks/scaling.py            # full run, ~10 minutes on 2 cores
+    python benchmarks/scaling.py --quick    # T up to 2048, for a smoke test
+
+Writes benchmarks/results/scaling_cpu.csv, a Markdown table (scaling_cpu.md) and a Plotly
+HTML chart, and prints the goals with PASS/MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODEL = dict(vocab_size=256, hidden_size=256, num_layers=4, num_heads=4, chunk_size=64)
+
+
+def build(kind: str):
+    import torch
+
+    from pulse import PulseConfig, PulseForCausalLM, TransformerConfig, TransformerForCausalLM
+
+    torch.manual_seed(0)
+    cfg = PulseConfig(**MODEL)
+    if kind == "transformer":
+        return TransformerForCausalLM(TransformerConfig.matching(cfg))
+    return PulseForCausalLM(cfg)
+
+
+def measure(kind: str, T: int, backward: bool, repeats: int) -> dict:
+    """Runs inside a fresh subprocess: median seconds and peak RSS growth of one call."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    model = build(kind)
+    ids = torch.randint(0, MODEL["vocab_size"], (1, T))
+    mode = {"pulse_chunked": "chunked", "pulse_loop": "recurrent"}.get(kind)
+    kwargs = {"attn_mode": mode} if mode else {}
+
+    def call():
+        if backward:
+            model.zero_grad(set_to_none=True)
+            out = model(ids, labels=ids, **kwargs)
+            out["loss"].backward()
+        else:
+            with torch.no_grad():
+                model(ids, **kwargs)
+
+    rss_before = _current_rss()
+    call()  # warm-up, and the peak-memory measurement
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "peak_mb": max(peak, 0) / 2**20}
+
+
+def measure_generation(kind: str, context: int, new_tokens: int) -> dict:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    model = build(kind).eval()
+    ids = torch.randint(0, MODEL["vocab_size"], (1, context))
+    with torch.no_grad():
+        out = model(ids)
+        state, nxt = out["state"], out["logits"][:, -1:].argmax(-1)
+        times = []
+        for _ in range(new_tokens):
+            start = time.perf_counter()
+            out = model(nxt, state=state)
+            times.append(time.perf_counter() - start)
+            state, nxt = out["state"], out["logits"][:, -1:].argmax(-1)
+    return {"ms_per_token": 1000 * statistics.median(times)}
+
+
+def _current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"measurement {args} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs="*")
+    args = parser.parse_args()
+    if args.child:
+        kind, what, T = args.child[0], args.child[1], int(args.child[2])
+        if what == "gen":
+            print(json.dumps(measure_generation(kind, T, 16)))
+        else:
+            print(json.dumps(measure(kind, T, what == "fwdbwd", repeats=int(args.child[3]))))
+        return
+
+    from tqdm import tqdm
+
+    lengths = [512, 1024, 2048] if args.quick else [512, 1024, 2048, 4096, 8192, 16384]
+    loop_max = 2048 if args.quick else 4096
+    jobs = []
+    for T in lengths:
+        repeats = 3 if T <= 4096 else 1
+        for what in ("fwd", "fwdbwd"):
+            jobs.append(("pulse_chunked", what, T, repeats))
+            jobs.append(("transformer", what, T, repeats))
+            if T <= loop_max and (what == "fwd" or T <= 2048):
+                jobs.append(("pulse_loop", what, T, 1))
+        jobs.append(("pulse_chunked", "gen", T, 0))
+        jobs.append(("transformer", "gen", T, 0))
+
+    rows = []
+    for kind, what, T, repeats in tqdm(jobs, desc="measuring", unit="run"):
+        result = run_child([kind, what, str(T), str(repeats)])
+        rows.append({"model": kind, "measure": what, "T": T, **result})
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "scaling_cpu.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "measure", "T", "seconds", "peak_mb", "ms_per_token"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def get(kind, what, T, key="seconds"):
+        for r in rows:
+            if (r["model"], r["measure"], r["T"]) == (kind, what, T):
+                return r.get(key)
+        return None
+
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch threads={os.environ.get('BENCH_THREADS', '2')}; model {MODEL}, batch 1, fp32.",
+        "",
+        "| T | PULSE fwd s | loop fwd s | Transformer fwd s | PULSE fwd+bwd s | Transformer fwd+bwd s "
+        "| PULSE peak MB (fwd+bwd) | Transformer peak MB (fwd+bwd) | PULSE gen ms/token | Transformer gen ms/token |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda v, p=3: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
+    for T in lengths:
+        lines.append(
+            f"| {T} | {fmt(get('pulse_chunked', 'fwd', T))} | {fmt(get('pulse_loop', 'fwd', T))} "
+            f"| {fmt(get('transformer', 'fwd', T))} | {fmt(get('pulse_chunked', 'fwdbwd', T))} "
+            f"| {fmt(get('transformer', 'fwdbwd', T))} | {fmt(get('pulse_chunked', 'fwdbwd', T, 'peak_mb'), 0)} "
+            f"| {fmt(get('transformer', 'fwdbwd', T, 'peak_mb'), 0)} "
+            f"| {fmt(get('pulse_chunked', 'gen', T, 'ms_per_token'), 2)} | {fmt(get('transformer', 'gen', T, 'ms_per_token'), 2)} |"
+        )
+    goals = []
+    t_small, t_big = (1024, 8192) if not args.quick else (512, 2048)
+    ratio = get("pulse_chunked", "fwd", t_big) / get("pulse_chunked", "fwd", t_small)
+    goals.append(("fwd time(%d)/time(%d) <= %d" % (t_big, t_small, t_big // t_small + 2), ratio, ratio <= t_big / t_small + 2))
+    ratio = get("pulse_chunked", "fwdbwd", t_big) / get("pulse_chunked", "fwdbwd", t_small)
+    goals.append(("fwd+bwd time(%d)/time(%d) <= %d" % (t_big, t_small, t_big // t_small + 2), ratio, ratio <= t_big / t_small + 2))
+    speedup = get("pulse_loop", "fwd", loop_max) / get("pulse_chunked", "fwd", loop_max)
+    goals.append((f"chunked >= 20x the per-token loop at T={loop_max}", speedup, speedup >= 20))
+    gen = [get("pulse_chunked", "gen", T, "ms_per_token") for T in lengths]
+    flat = max(gen) / min(gen)
+    goals.append((f"generation ms/token max/min over T={lengths[0]}..{lengths[-1]} <= 1.5", flat, flat <= 1.5))
+    lines += ["", "| goal | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {name} | {value:.2f} | {'PASS' if ok else 'MISS'} |" for name, value, ok in goals]
+    table = "\n".join(lines)
+    (RESULTS / "scaling_cpu.md").write_text(table + "\n")
+    _plot(rows, lengths)
+    print(table)
+
+
+def _plot(rows, lengths) -> None:
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:
+        return
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("forward + backward time (s)", "peak memory, fwd+bwd (MB)",
+                                                        "generation time per token (ms)"))
+    for kind, color in (("pulse_chunked", "#1f77b4"), ("pulse_loop", "#ff7f0e"), ("transformer", "#2ca02c")):
+        for col, what, key in ((1, "fwdbwd", "seconds"), (2, "fwdbwd", "peak_mb"), (3, "gen", "ms_per_token")):
+            pts = [(r["T"], r[key]) for r in rows if r["model"] == kind and r["measure"] == what and r.get(key) is not None]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=kind, legendgroup=kind,
+                                         showlegend=col == 1, line=dict(color=color)), row=1, col=col)
+    fig.update_xaxes(type="log", title="T")
+    fig.update_yaxes(type="log")
+    fig.write_html(RESULTS / "scaling_cpu.html", include_plotlyjs="cdn")
+
+
+if __name__ == "__main__":
+    main()
