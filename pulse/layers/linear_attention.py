@@ -16,6 +16,9 @@ inside a chunk a masked L x L product with decay gamma^{t-s} (from cumulative lo
 so no power ever underflows or overflows), across chunks the carried state (S, z).
 ``recurrent_linear_attention_step`` (generation) is the one-token recurrence above.
 Both are computed in fp32 and must agree to fp32 rounding.
+
+With ``PULSE_LA_BACKEND=triton`` the chunked form runs through the fused Triton kernel of
+:mod:`pulse.kernels.linear_attention_triton` (forward and backward; see :mod:`pulse.kernels`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pulse.hooks import HookPoint
+from pulse.kernels import fused_linear_attention, linear_attention_backend
 
 LinearAttentionState = dict[str, torch.Tensor]  # {"S": [B,H,dk,dv], "z": [B,H,dk]}
 
@@ -34,6 +38,47 @@ LinearAttentionState = dict[str, torch.Tensor]  # {"S": [B,H,dk,dv], "z": [B,H,d
 def feature_map(x: torch.Tensor) -> torch.Tensor:
     """phi(x) = elu(x) + 1 > 0."""
     return F.elu(x) + 1.0
+
+
+def decayed_state_scan(
+    dS: torch.Tensor, log_decay: torch.Tensor, S0: torch.Tensor, group: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every chunk's starting state of the recurrence S_n = exp(a_n) S_{n-1} + dS_n, at once.
+
+    dS: [B, H, N, F] (each chunk's contribution, already decayed to the chunk's end),
+    log_decay: [B, H, N] (a_n <= 0, the log decay across chunk n), S0: [B, H, F].
+    Returns (starts [B, H, N, F] with starts[n] = S_{n-1} (starts[0] = S0), S_N [B, H, F]).
+
+    No Python loop over chunks: within a group of at most ``group`` chunks the scan is a
+    lower-triangular matrix W[n, m] = exp(C_n - C_m) (C the cumulative log decay; every
+    exponent <= 0, so nothing overflows) times dS; the groups' totals are scanned the same
+    way, recursively, so a sequence of N chunks needs log_group(N) levels.
+    """
+    B, H, N, F_ = dS.shape
+    if N <= group:
+        C = log_decay.cumsum(-1)  # [B,H,N]
+        causal = torch.ones(N, N, dtype=torch.bool, device=dS.device).tril()
+        W = torch.exp((C[..., :, None] - C[..., None, :]).masked_fill(~causal, float("-inf")))
+        ends = W @ dS + torch.exp(C)[..., None] * S0[:, :, None, :]  # [B,H,N,F]
+        starts = torch.cat([S0[:, :, None, :], ends[:, :, :-1]], dim=2)
+        return starts, ends[:, :, -1]
+    M = -(-N // group)
+    pad = M * group - N
+    if pad:  # padded chunks: no contribution, no decay
+        dS = F.pad(dS, (0, 0, 0, pad))
+        log_decay = F.pad(log_decay, (0, pad))
+    dS_g = dS.view(B, H * M, group, F_)
+    a_g = log_decay.view(B, H * M, group)
+    zeros = dS.new_zeros(B, H * M, F_)
+    local_starts, local_ends = decayed_state_scan(dS_g, a_g, zeros, group)  # from zero state
+    C_local = a_g.cumsum(-1)  # [B, H*M, group] decay from the group start to each chunk's end
+    group_starts, final = decayed_state_scan(
+        local_ends.view(B, H, M, F_), C_local[..., -1].view(B, H, M), S0, group
+    )  # [B,H,M,F]
+    # a chunk's start = local start + the group's start decayed to it (exclusive decay)
+    C_excl = (C_local - a_g).view(B, H, M, group)
+    starts = local_starts.view(B, H, M, group, F_) + torch.exp(C_excl)[..., None] * group_starts[:, :, :, None, :]
+    return starts.reshape(B, H, M * group, F_)[:, :, :N], final
 
 
 def chunked_linear_attention(
@@ -46,57 +91,54 @@ def chunked_linear_attention(
     chunk_size: int,
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Chunkwise-parallel decayed linear attention.
+    """Chunkwise-parallel decayed linear attention (pure PyTorch, any device, autograd).
 
     q, k: [B, H, T, dk] feature-mapped (k already zero at padding), v: [B, H, T, dv],
     log_decay: [B, H, T] (<= 0; 0 at padding), S0: [B, H, dk, dv], z0: [B, H, dk].
     Returns (out [B, H, T, dv], normalizer [B, H, T] = phi(q_t).z_t, S_T, z_T).
+
+    The normaliser is the same decayed attention applied to a column of ones, so the
+    value matrix is extended to v' = [v, 1] and the state to S' = [S, z]: numerator and
+    denominator come out of one product. The inter-chunk recurrence runs through
+    :func:`decayed_state_scan` (no loop over chunks).
     """
     B, H, T, dk = q.shape
     dv = v.shape[-1]
     L = chunk_size
     N = -(-T // L)
     pad = N * L - T
+    v1 = torch.cat([v, v.new_ones(B, H, T, 1)], dim=-1)  # v' = [v, 1]: [B,H,T,dv+1]
     if pad:
         # padded positions: zero keys and zero log decay, so they change nothing
-        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        q, k, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v1))
         log_decay = F.pad(log_decay, (0, pad))
     q = q.view(B, H, N, L, dk)
     k = k.view(B, H, N, L, dk)
-    v = v.view(B, H, N, L, dv)
+    v1 = v1.view(B, H, N, L, dv + 1)
     b = log_decay.view(B, H, N, L).cumsum(-1)  # log of the decay from chunk start to t
 
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
     diff = b[..., :, None] - b[..., None, :]  # [B,H,N,L,L] log gamma^(t-s), <= 0 where s <= t
     decay = torch.exp(diff.masked_fill(~causal, float("-inf")))
     scores = (q @ k.transpose(-1, -2)) * decay  # [B,H,N,L,L]
-    num = scores @ v  # [B,H,N,L,dv]
-    den = scores.sum(-1)  # [B,H,N,L]
+    num = scores @ v1  # [B,H,N,L,dv+1]: numerator and (last column) denominator
 
-    # what each chunk adds to the state, decayed to the chunk's end
+    # what each chunk adds to the state S' = [S, z], decayed to the chunk's end
     to_end = torch.exp(b[..., -1:] - b)[..., None]  # [B,H,N,L,1]
-    k_end = k * to_end
-    dS = k_end.transpose(-1, -2) @ v  # [B,H,N,dk,dv]
-    dz = k_end.sum(-2)  # [B,H,N,dk]
-    chunk_decay = torch.exp(b[..., -1])  # [B,H,N]
-
-    S_starts, z_starts = [], []
-    S, z = S0, z0
-    for n in range(N):
-        S_starts.append(S)
-        z_starts.append(z)
-        S = chunk_decay[:, :, n, None, None] * S + dS[:, :, n]
-        z = chunk_decay[:, :, n, None] * z + dz[:, :, n]
-    S_start = torch.stack(S_starts, dim=2)  # [B,H,N,dk,dv]
-    z_start = torch.stack(z_starts, dim=2)  # [B,H,N,dk]
+    dS = (k * to_end).transpose(-1, -2) @ v1  # [B,H,N,dk,dv+1]
+    Sz0 = torch.cat([S0, z0[..., None]], dim=-1).to(dS.dtype)  # [B,H,dk,dv+1]
+    starts, final = decayed_state_scan(
+        dS.reshape(B, H, N, dk * (dv + 1)), b[..., -1], Sz0.reshape(B, H, dk * (dv + 1))
+    )
+    starts = starts.view(B, H, N, dk, dv + 1)
+    final = final.view(B, H, dk, dv + 1)
 
     q_dec = q * torch.exp(b)[..., None]  # phi(q_t) decayed back to the chunk start
-    num = num + q_dec @ S_start
-    den = den + (q_dec * z_start[:, :, :, None, :]).sum(-1)
-    out = num / (den[..., None] + eps)
+    num = num + q_dec @ starts
+    out = num[..., :dv] / (num[..., dv:] + eps)
     out = out.reshape(B, H, N * L, dv)[:, :, :T]
-    den = den.reshape(B, H, N * L)[:, :, :T]
-    return out, den, S, z
+    den = num[..., dv].reshape(B, H, N * L)[:, :, :T]
+    return out, den, final[..., :dv].contiguous(), final[..., dv].contiguous()
 
 
 def recurrent_linear_attention_step(
@@ -213,9 +255,12 @@ class LinearAttention(nn.Module):
         if mode == "auto":
             mode = "recurrent" if T == 1 else "chunked"
         if mode == "chunked":
-            out, den, S, z = chunked_linear_attention(
-                q, k, v, log_gamma, state["S"], state["z"], self.chunk_size, self.eps
-            )
+            if linear_attention_backend(q, v) == "triton":  # fused kernel (CUDA), same result
+                out, den, S, z = fused_linear_attention(q, k, v, log_gamma, state["S"], state["z"], self.eps)
+            else:
+                out, den, S, z = chunked_linear_attention(
+                    q, k, v, log_gamma, state["S"], state["z"], self.chunk_size, self.eps
+                )
         elif mode == "recurrent":
             S, z = state["S"], state["z"]
             outs, dens = [], []
