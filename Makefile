@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: app test install checkpoints bench clean
+.PHONY: app test install checkpoints bench clean browser-deps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,16 @@ install: $(STAMP)
 app: $(STAMP)
 	$(BIN)/streamlit run workbench/app.py --server.headless true
 
-test: $(STAMP)
+# headless Chromium + its driver (Debian packages) for tests/workbench/test_browser.py; when they
+# cannot be installed (no root, no apt) the browser test skips and says why
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "browser-deps: could not install chromium; the browser test will be skipped"; \
+	else echo "browser-deps: no apt-get; the browser test will be skipped"; fi
+
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

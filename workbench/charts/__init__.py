@@ -1,0 +1,15 @@
+"""Pure Plotly chart builders of the workbench: data in, ``plotly.graph_objects.Figure`` out.
+No Streamlit here, so every chart is testable on its own."""
+
+from workbench.charts.attention import decay_attention_heatmap, half_life_bars
+from workbench.charts.claims import claim_verdicts
+from workbench.charts.states import (gates_over_time, importance_bars, memory_reads_heatmap, per_slot_bars,
+                                     routing_sankey, slot_attribution, slot_heatmap, token_lines)
+from workbench.charts.tokens import (loss_comparison, loss_delta_bars, loss_strip, token_attribution_bars,
+                                     top_predictions)
+
+__all__ = [
+    "decay_attention_heatmap", "half_life_bars", "claim_verdicts", "gates_over_time", "importance_bars",
+    "memory_reads_heatmap", "per_slot_bars", "routing_sankey", "slot_attribution", "slot_heatmap", "token_lines",
+    "loss_comparison", "loss_delta_bars", "loss_strip", "token_attribution_bars", "top_predictions",
+]

@@ -1,0 +1,87 @@
+"""Compare two runs: the same text under two checkpoints, or two texts under one checkpoint."""
+
+import numpy as np
+import streamlit as st
+
+from workbench import charts, core, state
+
+st.title("Compare runs")
+state.explain(
+    "Put two runs next to each other. With <b>two checkpoints</b> on the same text you see where one model "
+    "is more surprised than the other and whether they route tokens to their slots alike. With <b>two "
+    "texts</b> under one model you see how the same model treats different inputs.")
+ctx = state.context()
+if ctx is not None:
+    run, ckpt = ctx.run, ctx.ckpt
+    mode = st.radio("Compare", ["Same text, another checkpoint", "Same checkpoint, another text"],
+                    horizontal=True, key="cmp_mode")
+    other_ckpt, other_run = None, None
+    if mode.startswith("Same text"):
+        found = core.discover_checkpoints()
+        options = list(found) + [state.OTHER_FOLDER]
+        default = next((i for i, n in enumerate(options) if n != ckpt.name), 0)
+        choice = st.selectbox("Other checkpoint", options, index=default, key="cmp_ckpt")
+        path = st.text_input("Folder path", key="cmp_path") if choice == state.OTHER_FOLDER else str(found[choice])
+        if path.strip():
+            try:
+                other_ckpt = state.load(path)
+                other_run, warns = state.trace(other_ckpt, run.text, run.categories)
+                for w in warns:
+                    st.warning(f"{other_ckpt.name}: {w}")
+            except Exception as e:  # noqa: BLE001
+                state.show_error(e, "Cannot run the other checkpoint")
+        name_a, name_b = ckpt.name, other_ckpt.name if other_ckpt else "other"
+    else:
+        exs = state.examples(ckpt)
+        labels = [e.title or f"example {i}" for i, e in enumerate(exs)] + ["Free text"]
+        choice = st.selectbox("Other text", list(range(len(labels))), index=min(1, len(labels) - 1),
+                              format_func=lambda i: labels[i], key="cmp_text_choice")
+        if choice < len(exs):
+            text, cats = exs[choice].text, exs[choice].categories
+        else:
+            text, cats = st.text_area("Text", key="cmp_text"), None
+        try:
+            other_ckpt = ckpt
+            other_run, warns = state.trace(ckpt, text, cats)
+            for w in warns:
+                st.warning(w)
+        except core.WorkbenchError as e:
+            st.error(str(e))
+        name_a, name_b = "this text", "other text"
+    if other_run is not None:
+        c = st.columns(3)
+        c[0].metric(f"Mean loss: {name_a}", f"{run.mean_loss():.4f}")
+        c[1].metric(f"Mean loss: {name_b}", f"{other_run.mean_loss():.4f}",
+                    delta=f"{other_run.mean_loss() - run.mean_loss():+.4f}", delta_color="inverse")
+        same_tokens = other_run.ids == run.ids
+        c[2].metric("Tokens", f"{run.T} vs {other_run.T}")
+        T = min(run.T, other_run.T)
+        t0, t1 = state.window(T, key="cmp")
+        pos = range(t0, t1)
+        if same_tokens or mode.startswith("Same text"):
+            if not same_tokens:
+                st.caption("The two tokenizers split the text differently: positions are compared as they come.")
+            state.plot(charts.loss_comparison(pos, run.tokens[t0:t1], run.loss()[t0:t1], other_run.loss()[t0:t1],
+                                              name_a, name_b, title="Per-token loss, both runs"), key="cmp_loss")
+        else:
+            left, right = st.columns(2)
+            with left:
+                state.plot(charts.loss_strip(pos, run.tokens[t0:t1], run.loss()[t0:t1], title=f"{name_a}: loss"),
+                           key="cmp_loss_a")
+            with right:
+                state.plot(charts.loss_strip(pos, other_run.tokens[t0:t1], other_run.loss()[t0:t1],
+                                             title=f"{name_b}: loss"), key="cmp_loss_b")
+        common = sorted(set(ckpt.bank_layers()) & set(other_ckpt.bank_layers()))
+        if common:
+            layer = st.selectbox("Routing of layer", common, key="cmp_layer")
+            name = f"blocks.{layer}.states.hook_routing"
+            left, right = st.columns(2)
+            with left:
+                state.plot(charts.slot_heatmap(run.trace[name][0, t0:t1].numpy(), pos, run.tokens[t0:t1],
+                                               title=f"{name_a}: routing"), key="cmp_route_a")
+            with right:
+                state.plot(charts.slot_heatmap(other_run.trace[name][0, t0:t1].numpy(), pos,
+                                               other_run.tokens[t0:t1], title=f"{name_b}: routing"),
+                           key="cmp_route_b")
+        else:
+            st.info("Routing is compared when both models have a state bank in the same layer.")

@@ -1,0 +1,45 @@
+"""Gates over time: the state bank's update gates, the fusion gate, the recurrent input gate."""
+
+import numpy as np
+import streamlit as st
+
+from workbench import charts, state
+
+st.title("Gates over time")
+state.explain(
+    "Gates are dials between 0 and 1 that decide how much new information gets in. The state bank updates "
+    "its slots at the end of each chunk of tokens: an <b>update gate</b> near 1 means the slot is overwritten "
+    "by what it just read, near 0 means it keeps its old content. The <b>fusion gate</b> mixes linear "
+    "attention (long range) with a local convolution (short range) at every token.")
+ctx = state.context()
+if ctx is not None:
+    run, tr = ctx.run, ctx.run.trace
+    t0, t1 = state.window(run.T, key="gates")
+    layers = ctx.ckpt.bank_layers()
+    if layers:
+        df = tr.frame("gates")
+        c1, c2 = st.columns(2)
+        layer = c1.selectbox("State-bank layer", layers, key="gates_layer")
+        kinds = sorted(df["gate"].unique().tolist())
+        gate = c2.selectbox("Gate", kinds, index=kinds.index("update") if "update" in kinds else 0,
+                            key="gates_kind")
+        d = df[(df["layer"] == layer) & (df["gate"] == gate)]
+        d = d[(d["pos"] >= t0) & (d["pos"] < t1)]
+        if d.empty:
+            st.info("No state-bank update happened inside this window (updates come at chunk ends).")
+        else:
+            state.plot(charts.gates_over_time(d["pos"].to_numpy(), d["slot"].to_numpy(), d["value"].to_numpy(),
+                                              title=f"Layer {layer}: {gate} gate per slot (mean over state dims)"),
+                       key="gates_bank")
+    else:
+        st.info("This model has no state bank; showing the per-token gates only.")
+    fg = {f"layer {i}": tr[n][0, t0:t1].float().mean(-1).numpy() for i, n in tr.layers(".hook_fusion_gate").items()}
+    state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], fg,
+                                  title="Fusion gate (1 = linear attention, 0 = local convolution)",
+                                  y_title="mean gate"), key="gates_fusion")
+    rec = tr.layers("recurrent.hook_input_gate")
+    if rec:
+        series = {f"layer {i}": tr[n][0, t0:t1].float().mean(-1).numpy() for i, n in rec.items()}
+        state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], series,
+                                      title="Recurrent state: input gate (how much each token writes)",
+                                      y_title="mean gate"), key="gates_recurrent")

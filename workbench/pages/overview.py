@@ -1,0 +1,53 @@
+"""Overview: the model card, the per-token loss strip and the top predictions."""
+
+import numpy as np
+import streamlit as st
+
+from workbench import charts, state
+
+st.title("Overview")
+state.explain(
+    "A language model reads the text one token at a time and, after each token, guesses the next one. "
+    "The <b>loss</b> of a token measures how surprised the model was by it (0 = certain, higher = more "
+    "surprised). PULSE carries a fixed-size <b>state</b> from token to token instead of looking back at "
+    "every earlier token; the other pages open that state up.")
+ctx = state.context()
+if ctx is not None:
+    ckpt, run = ctx.ckpt, ctx.run
+    cfg = ckpt.config
+    c = st.columns(4)
+    c[0].metric("Tokens", run.T)
+    c[1].metric("Mean loss (nats)", f"{run.mean_loss():.3f}")
+    c[2].metric("Parameters", f"{ckpt.num_parameters():,}")
+    c[3].metric("Layers × heads", f"{cfg.num_layers} × {cfg.num_heads}")
+    parts = ["linear attention with per-head decay", "local convolution"]
+    if cfg.use_recurrent_state:
+        parts.append("recurrent state")
+    if cfg.use_memory:
+        parts.append(f"key-value memory ({cfg.memory_capacity} slots, top-{cfg.memory_top_k} reads)")
+    if cfg.num_states:
+        parts.append(f"state bank of {cfg.num_states} Neural-State-Machine slots")
+    st.write(f"**{ckpt.name}**: " + ", ".join(parts) + ".")
+    with st.expander("Model card", expanded=False):
+        st.markdown(ckpt.card or "_This folder has no model_card.md._")
+        st.json(cfg.to_dict(), expanded=False)
+        if ckpt.task:
+            st.json(ckpt.task, expanded=False)
+
+    t0, t1 = state.window(run.T, key="overview")
+    loss = run.loss()
+    state.plot(charts.loss_strip(range(t0, t1), run.tokens[t0:t1], loss[t0:t1]), key="overview_loss")
+
+    st.subheader("What the model expects next")
+    pos = st.slider("After reading the token at position", t0, t1 - 1, min(t1 - 1, t0 + (t1 - t0) // 2),
+                    key="overview_pos")
+    top_ids = run.trace["predictions.top_ids"][0, pos].tolist()
+    top_p = run.trace["predictions.top_probs"][0, pos].tolist()
+    top_tokens = [ckpt.tokenizer.decode([i]) for i in top_ids]
+    actual = run.tokens[pos + 1] if pos + 1 < run.T else None
+    st.caption(f"Context ends with: … {' '.join(run.tokens[max(0, pos - 12):pos + 1])}  →  actual next: "
+               f"**{actual if actual is not None else '(end of text)'}**")
+    state.plot(charts.top_predictions(top_tokens, top_p, actual), key="overview_top")
+    worst = np.argsort(-np.nan_to_num(loss, nan=-1))[:8]
+    st.caption("Most surprising tokens: " + ", ".join(f"{run.tokens[i]!s} @{i} ({loss[i]:.2f})"
+                                                      for i in worst if np.isfinite(loss[i])))
