@@ -1,0 +1,122 @@
+"""Evaluate a saved model on held-out data of its task.
+
+    python -m pulse.evaluate --checkpoint checkpoints/story-world-pulse [--n 1000] [--split test]
+
+``--checkpoint`` is any ``save_pretrained`` folder (PULSE or Transformer, dispatched by
+``pulse.load_pretrained``) that also holds ``task.json`` (task name and arguments, written
+by ``pulse.train``) and ``tokenizer.json``. The data is generated afresh from the task's
+``split`` (default ``test`` for generated tasks, ``eval`` for text): a different seed from
+the training stream, so it is held out. Prints a table and then one JSON line with
+``loss`` (mean next-token cross entropy on the trained positions), ``accuracy`` (answer
+accuracy), ``sequence_accuracy``, counts, and what was evaluated. ``--json PATH`` also
+writes the JSON to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pulse.config import ConfigError
+from pulse.io import CheckpointError, atomic_write_text
+
+__all__ = ["evaluate_checkpoint", "main"]
+
+
+def _load_task(directory: Path):
+    from pulse.data import build_task, load_tokenizer
+
+    path = directory / "task.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no task.json (train with `python -m pulse.train`, which writes it)")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+        raise CheckpointError(f"{path}: expected an object with a task 'name' and 'kwargs'")
+    kwargs = dict(info.get("kwargs") or {})
+    if info["name"] == "text":
+        kwargs["tokenizer"] = str(directory)
+    task = build_task(info["name"], **kwargs)
+    if (directory / "tokenizer.json").is_file():
+        saved = load_tokenizer(directory)
+        if saved.vocab_size != task.tokenizer.vocab_size or (
+                hasattr(saved, "vocab") and hasattr(task.tokenizer, "vocab") and saved.vocab != task.tokenizer.vocab):
+            raise CheckpointError(f"{directory}/tokenizer.json does not match the tokenizer of task {info['name']!r}")
+    return task, info
+
+
+def evaluate_checkpoint(directory: str | Path, n: int | None = None, split: str | None = None,
+                        batch_size: int = 256, device: str = "auto", seq_len: int | None = None) -> dict[str, Any]:
+    """Load ``directory`` and evaluate it on ``n`` rows of ``split``; returns the metrics."""
+    from pulse.pretrained import load_pretrained
+    from pulse.training.evaluation import evaluate_model
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"--checkpoint: {directory} is not a folder")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model = load_pretrained(directory, device=dev)
+    task, info = _load_task(directory)
+    if model.config.vocab_size < task.vocab_size:
+        raise CheckpointError(f"{directory}: the model's vocab_size ({model.config.vocab_size}) is smaller than "
+                              f"the task's ({task.vocab_size})")
+    if split is None:
+        split = "eval" if info["name"] == "text" else "test"
+    if seq_len is None:
+        training = directory / "training.json"
+        if training.is_file():
+            seq_len = json.loads(training.read_text(encoding="utf-8")).get("train", {}).get("seq_len")
+    data = task.make_split(split, n=n, seq_len=seq_len)
+    metrics = evaluate_model(model, data, batch_size=batch_size, device=dev, amp=False)
+    return {
+        "checkpoint": str(directory), "model_type": model.config.model_type, "task": info["name"],
+        "split": split, "num_parameters": sum(p.numel() for p in model.parameters()), **metrics,
+    }
+
+
+def format_table(m: dict[str, Any]) -> str:
+    rows = [("checkpoint", m["checkpoint"]), ("model", f"{m['model_type']} ({m['num_parameters']:,} parameters)"),
+            ("task / split", f"{m['task']} / {m['split']} ({m['n']} sequences)"),
+            ("loss", f"{m['loss']:.4f}"), ("perplexity", f"{m['perplexity']:.3f}"),
+            ("answer accuracy", f"{m['accuracy']:.4f}  ({m['correct']}/{m['total']})"),
+            ("sequence accuracy", f"{m['sequence_accuracy']:.4f}")]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 2 + max(len(v) for _, v in rows))
+    return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pulse.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a save_pretrained folder written by pulse.train")
+    p.add_argument("--n", type=int, default=1000, help="number of held-out sequences (default 1000)")
+    p.add_argument("--split", default=None, help="data split: test (default) or eval; text tasks: eval")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", dest="json_path", help="also write the metrics to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        if args.n < 1:
+            raise ValueError(f"--n: must be a positive integer, got {args.n}")
+        m = evaluate_checkpoint(args.checkpoint, n=args.n, split=args.split, batch_size=args.batch_size,
+                                device=args.device)
+    except (ConfigError, CheckpointError, ValueError) as e:
+        print(f"pulse.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(m))
+    text = json.dumps(m, sort_keys=True)
+    print(text)
+    if args.json_path:
+        atomic_write_text(args.json_path, json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

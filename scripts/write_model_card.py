@@ -1,0 +1,101 @@
+"""Package a trained run as a shipped checkpoint folder with a model card.
+
+    python scripts/write_model_card.py RUN_DIR DEST_DIR --baseline BASELINE_RUN_DIR \
+        --command "python -m pulse.train --config configs/x.yaml --out RUN_DIR" [--hardware "..."]
+
+Copies the model files of RUN_DIR (config.json, model.safetensors, tokenizer.json, task.json,
+training.json, metrics.json) into DEST_DIR, evaluates both runs with ``pulse.evaluate`` on
+1000 held-out test sequences, and writes DEST_DIR/model_card.md with the command, data,
+steps, hardware, wall time and the measured metrics of the model and of the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pulse.evaluate import evaluate_checkpoint  # noqa: E402
+
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "task.json", "training.json", "metrics.json")
+
+
+def _row(name: str, metrics: dict, summary: dict) -> str:
+    return (f"| {name} | {metrics['num_parameters']:,} | {summary['step']} | {summary['wall_time_s']:.0f} s | "
+            f"{metrics['loss']:.4f} | **{metrics['accuracy']:.4f}** | {metrics['sequence_accuracy']:.4f} |")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("dest")
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--command", required=True)
+    p.add_argument("--baseline-command", default="")
+    p.add_argument("--hardware", default="CPU")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--title", default="")
+    p.add_argument("--notes", default="")
+    args = p.parse_args(argv)
+    run, dest, base = Path(args.run_dir), Path(args.dest), Path(args.baseline)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in FILES:
+        shutil.copy2(run / f, dest / f)
+    m = evaluate_checkpoint(dest, n=args.n, split="test", device="cpu")
+    b = evaluate_checkpoint(base, n=args.n, split="test", device="cpu")
+    (dest / "eval_test.json").write_text(json.dumps({"model": m, "baseline": b}, indent=2, sort_keys=True) + "\n")
+    s = json.loads((run / "metrics.json").read_text())
+    bs = json.loads((base / "metrics.json").read_text())
+    training = json.loads((run / "training.json").read_text())
+    task = json.loads((run / "task.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    tc = training["train"]
+    stopped = (f" Training was stopped by `train.max_time_s` at step {s['step']} of {s['steps']} "
+               f"(the cosine schedule spans {s['steps']} steps)." if s.get("stopped_by_time") else "")
+    bstopped = (f" The baseline stopped at step {bs['step']} of {bs['steps']}." if bs.get("stopped_by_time") else "")
+    events = s.get("state_bank_events") or []
+    card = f"""# {args.title or dest.name}
+
+A {config['model_type'].upper()} causal language model of the PULSE Workbench, trained from scratch on the
+`{task['name']}` task. Load it with `pulse.load_pretrained("{dest.as_posix()}")`; evaluate it with
+
+    python -m pulse.evaluate --checkpoint {dest.as_posix()} --n {args.n}
+
+## Training
+
+- Command: `{args.command}`
+- Data: `{task['name']}` generated on the fly, task arguments `{json.dumps(task['kwargs'], sort_keys=True)}`;
+  the training stream is a pure function of (seed={tc['seed']}, step, rank), evaluation uses the
+  held-out `test` split (a different seed).
+- Steps: {s['step']} x batch {tc['batch_size']} (x {s['world_size']} process(es)), AdamW lr {tc['lr']} with
+  {tc['warmup']} warmup steps and cosine decay to {tc['min_lr_ratio']} x lr, weight decay {tc['weight_decay']},
+  gradient clipping {tc['grad_clip']}, precision {s['amp']}.{stopped}
+- Hardware: {args.hardware}; wall time {s['wall_time_s']:.0f} s ({s['tokens_seen']:,} tokens).
+- Model: hidden {config['hidden_size']}, {config['num_layers']} layers, {config['num_heads']} heads,
+  chunk {config.get('chunk_size')}, recurrent state {config.get('use_recurrent_state')}, memory
+  {config.get('use_memory')} (capacity {config.get('memory_capacity')}, top-{config.get('memory_top_k')}), state bank
+  {config.get('num_states')} slots (dim {config.get('state_dim')}); {m['num_parameters']:,} parameters.
+- State-bank events during training: {json.dumps(events) if events else 'none'}.
+
+## Held-out metrics (measured by `python -m pulse.evaluate`, {args.n} test sequences)
+
+| model | parameters | steps | wall time | loss | answer accuracy | sequence accuracy |
+|---|---|---|---|---|---|---|
+{_row(f"this model ({m['model_type']})", m, s)}
+{_row(f"Transformer baseline, same width/depth/steps/batch", b, bs)}
+
+Baseline command: `{args.baseline_command}`.{bstopped} Its weights are not shipped.
+{args.notes}
+"""
+    (dest / "model_card.md").write_text(card)
+    print(card)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
