@@ -10,15 +10,19 @@
   with ``"input_ids"`` or ``"text"``); text is encoded with the tokenizer saved in the
   checkpoint folder (``pulse.data.load_tokenizer``);
 * a safetensors file with ``input_ids`` ``[N, T]`` (and optionally ``attention_mask``);
-* a task name of ``pulse.data.build_task`` (e.g. ``story_world``; its eval split).
+* a task name of ``pulse.data.build_task`` (e.g. ``story_world``; its eval split), built with
+  the arguments in the checkpoint's ``task.json`` when it names the same task.
 
 Output: for each tidy table kind of :mod:`probes.frames` that the traces have,
-``OUT/<kind>/rank=<r>/part-<r>.parquet`` with an ``example`` column (the global example
-index), plus ``OUT/_meta/rank=<r>.json``. Per-parameter kinds (importance, decay,
+``OUT/<kind>/shard=<r>/part-<r>.parquet`` with an ``example`` column (the global example
+index), plus ``OUT/_meta/shard=<r>.json``. Per-parameter kinds (importance, decay,
 pruning_events) are written once, by rank 0. Read the union with DuckDB::
 
-    duckdb.sql("select rank, avg(loss) from read_parquet('OUT/token_loss/*/*.parquet',"
-               " hive_partitioning=true) group by rank")
+    duckdb.sql("select shard, avg(loss) from read_parquet('OUT/token_loss/*/*.parquet',"
+               " hive_partitioning=true) group by shard")
+
+(The partition is named ``shard``, not ``rank``: the predictions and memory-read tables
+already have a ``rank`` column, the top-k rank.)
 
 Under torchrun (``RANK`` / ``WORLD_SIZE`` in the environment) rank r takes examples
 r, r + W, r + 2W, ...; no process group is created.
@@ -50,6 +54,20 @@ def _tokenizer(checkpoint: Path):
     except Exception as e:  # noqa: BLE001
         raise SystemExit(f"--checkpoint: no usable tokenizer in {checkpoint} ({e}); give token ids instead "
                          f"(.safetensors or .jsonl with input_ids)")
+
+
+def _task_kwargs(checkpoint: Path, name: str) -> dict[str, Any]:
+    """The task arguments the checkpoint was trained with, if its task.json names ``name``."""
+    path = checkpoint / "task.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--checkpoint: {path} is not valid JSON ({e})")
+    if not isinstance(info, dict) or info.get("name") != name:
+        return {}
+    return dict(info.get("kwargs") or {})
 
 
 def load_examples(data: str, checkpoint: Path, limit: int | None = None,
@@ -96,7 +114,7 @@ def load_examples(data: str, checkpoint: Path, limit: int | None = None,
             raise SystemExit(f"--data: {data!r} is not a file, and pulse.data failed to import ({e})")
         if data not in available_tasks():
             raise SystemExit(f"--data: {data!r} is neither a file nor a task ({available_tasks()})")
-        batch = build_task(data).eval_set(n=limit, seq_len=seq_len)
+        batch = build_task(data, **_task_kwargs(checkpoint, data)).eval_set(n=limit, seq_len=seq_len)
         for i in range(batch["input_ids"].shape[0]):
             m = batch.get("attention_mask")
             out.append((batch["input_ids"][i], None if m is None else m[i].float()))
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     def write(kind: str, df) -> None:
         table = _arrow(df)
         if kind not in writers:
-            final = out / kind / f"rank={rank}" / f"part-{rank:05d}.parquet"
+            final = out / kind / f"shard={rank}" / f"part-{rank:05d}.parquet"
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             tmp_files[kind] = (tmp, final)
@@ -189,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "_meta").mkdir(parents=True, exist_ok=True)
     from pulse.io import atomic_write_text
 
-    atomic_write_text(out / "_meta" / f"rank={rank}.json", json.dumps(
+    atomic_write_text(out / "_meta" / f"shard={rank}.json", json.dumps(
         {"rank": rank, "world_size": world, "examples": mine, "num_examples_total": len(examples),
          "data": args.data, "checkpoint": str(ckpt), "names": args.names, "tables": sorted(writers),
          "metadata": meta}, indent=1, default=str))

@@ -20,16 +20,16 @@ def test_trace_corpus_two_ranks(bank_model, tmp_path, monkeypatch):
         monkeypatch.setenv("WORLD_SIZE", "2")
         assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "data.safetensors"), "--out", str(out),
                      "--no-progress"]) == 0
-    got = duckdb.sql(f"select rank, example, count(*) as n from read_parquet('{out}/token_loss/*/*.parquet', "
-                     f"hive_partitioning=true) group by rank, example order by example").fetchall()
+    got = duckdb.sql(f"select shard, example, count(*) as n from read_parquet('{out}/token_loss/*/*.parquet', "
+                     f"hive_partitioning=true) group by shard, example order by example").fetchall()
     assert [(int(r), e) for r, e, _ in got] == [(0, 0), (1, 1), (0, 2), (1, 3), (0, 4)]
     assert [n for *_, n in got] == [12, 12, 9, 12, 12]
     n = duckdb.sql(f"select count(*) from read_parquet('{out}/routing/*/*.parquet', hive_partitioning=true)"
                    ).fetchall()[0][0]
     assert n == (5 * 12 - 3) * 2 * 4
-    meta = json.loads((out / "_meta" / "rank=1.json").read_text())
+    meta = json.loads((out / "_meta" / "shard=1.json").read_text())
     assert meta["examples"] == [1, 3] and meta["world_size"] == 2
-    assert (out / "importance" / "rank=0").exists() and not (out / "importance" / "rank=1").exists()
+    assert (out / "importance" / "shard=0").exists() and not (out / "importance" / "shard=1").exists()
 
 
 def test_trace_corpus_text_with_tokenizer(plain_model, tmp_path, monkeypatch):
