@@ -71,12 +71,27 @@ def fit_softmax_probe(X: np.ndarray | torch.Tensor, y: np.ndarray | Sequence[int
     return SoftmaxProbe(W.detach(), b.detach(), mean, std, torch.as_tensor(classes))
 
 
-def train_test_split(n: int, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def train_test_split(n: int, test_fraction: float = 0.3, seed: int = 0,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test). With ``groups`` [n] (e.g. the sample each token comes from),
+    whole groups go to one side, so neighbouring tokens of one text never straddle the split."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: must be in (0, 1), got {test_fraction}")
-    perm = np.random.default_rng(seed).permutation(n)
-    k = max(1, int(round(n * test_fraction)))
-    return np.sort(perm[k:]), np.sort(perm[:k])
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(n)
+        k = max(1, int(round(n * test_fraction)))
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups: expected shape ({n},), got {groups.shape}")
+    ids = np.unique(groups)
+    if len(ids) < 2:
+        raise ValueError("groups: need at least two groups to split by group")
+    perm = rng.permutation(ids)
+    k = min(len(ids) - 1, max(1, int(round(len(ids) * test_fraction))))
+    test = np.isin(groups, perm[:k])
+    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def _meta_from_name(name: str) -> dict[str, int | None]:
@@ -86,15 +101,19 @@ def _meta_from_name(name: str) -> dict[str, int | None]:
 
 
 def run_probes(features: Mapping[str, np.ndarray | torch.Tensor], labels: np.ndarray | Sequence[int],
-               test_fraction: float = 0.3, seed: int = 0, weight_decay: float = 1e-3) -> pd.DataFrame:
+               test_fraction: float = 0.3, seed: int = 0, weight_decay: float = 1e-3,
+               groups: np.ndarray | Sequence[int] | None = None) -> pd.DataFrame:
     """One probe per feature set (each ``[N, F]``, rows aligned with ``labels`` [N]).
+    ``groups`` [N] (e.g. the sample index of each token row) splits train/test by group, so
+    tokens of one text are never on both sides; labels < 0 are left out.
 
     Returns a DataFrame: feature, layer, slot (parsed from names like ``"slots.L0.slot2"``,
     else None), n_train, n_test, n_classes, train_accuracy, accuracy (test), majority_baseline,
     above_baseline."""
     y = np.asarray(labels)
     keep = y >= 0
-    train, test = train_test_split(int(keep.sum()), test_fraction, seed)
+    group_keep = None if groups is None else np.asarray(groups)[keep]
+    train, test = train_test_split(int(keep.sum()), test_fraction, seed, group_keep)
     rows = []
     for name, X in features.items():
         X = np.asarray(X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)

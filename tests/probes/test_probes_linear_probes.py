@@ -46,3 +46,12 @@ def test_story_labels():
     assert labels.shape == (len(story),) and labels.max() < len(places)
     known = [i for i, loc in enumerate(story.locations) if loc[ent] is not None]
     assert (labels[known] >= 0).all()
+
+
+def test_group_split_keeps_each_group_on_one_side():
+    from probes.linear_probes import train_test_split
+
+    groups = np.repeat(np.arange(10), 7)
+    train, test = train_test_split(len(groups), 0.3, seed=1, groups=groups)
+    assert set(groups[train]).isdisjoint(set(groups[test]))
+    assert len(train) + len(test) == 70 and len(set(groups[test])) == 3
