@@ -86,3 +86,18 @@ def test_no_pickle_anywhere():
             for line in text.splitlines():
                 if "torch.load(" in line:
                     assert "weights_only=True" in line, f"{path}: {line}"
+
+
+def test_round_trip_keeps_importance_and_alive_mask(tmp_path):
+    model = PulseForCausalLM(tiny_config(num_states=4, state_dim=16, state_num_heads=2)).eval()
+    bank = model.blocks[1].states
+    with torch.no_grad():
+        bank.importance_logits.copy_(torch.tensor([2.0, -3.0, 0.5, -4.0]))
+    assert model.prune_low_importance_states() == 2
+    model.save_pretrained(tmp_path)
+    loaded = PulseForCausalLM.from_pretrained(tmp_path)
+    lb = loaded.blocks[1].states
+    assert lb.alive.tolist() == [True, False, True, False]
+    torch.testing.assert_close(lb.get_importance_scores(), bank.get_importance_scores())
+    ids = torch.randint(1, 40, (1, 30))
+    torch.testing.assert_close(loaded(ids)["logits"], model(ids)["logits"], atol=0, rtol=0)
