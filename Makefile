@@ -31,6 +31,10 @@ browser-deps:
 test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q tests
 
+# retrain the shipped checkpoints and their Transformer baselines into runs/shipped (see the model cards)
+checkpoints: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/train_checkpoints.sh runs/shipped
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/scaling.py
 
