@@ -26,11 +26,12 @@ def test_readme_python_examples_run(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks
     namespace: dict = {"tmpdir": str(tmp_path)}
-    for code in blocks:
+    for number, code in enumerate(blocks):
         code = code.replace("max_new_tokens=10_000", "max_new_tokens=3")
         code = code.replace("hidden_size=768", "hidden_size=64").replace("capacity=512", "capacity=8")
         code = code.replace("torch.randn(768)", "torch.randn(64)").replace("torch.randn(2, 100, 768)", "torch.randn(1, 10, 64)")
         code = code.replace('"my-model"', "tmpdir").replace("hidden_size=256", "hidden_size=64")
         code = code.replace("max_new_tokens=50", "max_new_tokens=5")
         exec(compile(code, "README", "exec"), namespace)
-    assert "outputs" in namespace and torch.isfinite(namespace["outputs"]["loss"])
+        if number == 0:  # the API tour's first block trains one step
+            assert torch.isfinite(namespace["outputs"]["loss"])

@@ -35,7 +35,7 @@ def test_set_decay(plain_model, ids):
 
 
 def test_memory_off_equals_zeroed_out_proj():
-    from conftest import make_model
+    from probe_models import make_model
 
     model = make_model(use_memory=True)
     ids = torch.randint(1, 50, (2, 17))
@@ -93,7 +93,7 @@ def test_prune_slots_equals_bank_pruning(bank_model, ids):
 
 
 def test_clamp_update_gate_freezes_bank():
-    from conftest import BANK, make_model
+    from probe_models import BANK, make_model
 
     model = make_model(state_communication=False, **BANK)
     ids = torch.randint(1, 50, (1, 30))

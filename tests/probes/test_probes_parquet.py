@@ -93,7 +93,7 @@ def test_failed_write_leaves_nothing(plain_model, ids, tmp_path):
 
 
 def test_streaming_matches_one_shot(tmp_path):
-    from conftest import BANK, make_model
+    from probe_models import BANK, make_model
 
     model = make_model(use_memory=True, num_layers=1, chunk_size=64, **BANK)
     g = torch.Generator().manual_seed(3)

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from workbench_paths import APP, REPO  # noqa: E402
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-APP = str(REPO / "workbench" / "app.py")
 # tiny models: one thread is much faster than two when the 2 shared cores are busy
 torch.set_num_threads(1)
 

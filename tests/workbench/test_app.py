@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, REPO
+from workbench_paths import APP, REPO
 
 TIMEOUT = 90
 

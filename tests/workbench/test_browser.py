@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APP, REPO
+from workbench_paths import APP, REPO
 
 pytestmark = pytest.mark.browser
 
@@ -129,9 +129,13 @@ def test_every_page_in_chromium(server, driver):
                 ".click();", path)
         _wait_rendered(driver, title)
         if name in CLICK:  # pages whose charts appear after pressing their button
-            driver.execute_script(
-                "const b = Array.from(document.querySelectorAll('button')).find(b => b.innerText.includes("
-                "arguments[0])); b.click();", CLICK[name])
+            button = ("Array.from(document.querySelectorAll('button'))"
+                      ".find(b => b.innerText.includes(arguments[0]))")
+            deadline = time.time() + 60
+            while not driver.execute_script(f"return !!{button};", CLICK[name]):  # renders after the trace
+                assert time.time() < deadline, f"{name}: no button {CLICK[name]!r} after 60 s"
+                time.sleep(0.5)
+            driver.execute_script(f"{button}.click();", CLICK[name])
             time.sleep(0.5)
             _wait_rendered(driver, title)
         timings[name] = round(time.time() - t0, 1)
