@@ -68,6 +68,11 @@ class ConfigBase:
         return dataclasses.replace(self, **changes)
 
 
+def default_intermediate_size(hidden_size: int) -> int:
+    """SwiGLU width with about the parameters of a 4x MLP: 8/3 * hidden, rounded up to 32."""
+    return 32 * ((8 * hidden_size // 3 + 31) // 32)
+
+
 def _positive_int(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -169,7 +174,7 @@ class PulseConfig(ConfigBase):
     def resolved_intermediate_size(self) -> int:
         if self.intermediate_size is not None:
             return self.intermediate_size
-        return 32 * ((8 * self.hidden_size // 3 + 31) // 32)
+        return default_intermediate_size(self.hidden_size)
 
     @property
     def resolved_state_dim(self) -> int:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pulse.config import ConfigBase, _check, _positive_int
+from pulse.config import ConfigBase, default_intermediate_size, _check, _positive_int
 from pulse.generation import GenerationMixin
 from pulse.hooks import HookPoint
 from pulse.layers.attention import GroupedQueryAttention
@@ -82,7 +82,7 @@ class LegacyPulseConfig(ConfigBase):
     def resolved_intermediate_size(self) -> int:
         if self.intermediate_size is not None:
             return self.intermediate_size
-        return 32 * ((8 * self.hidden_size // 3 + 31) // 32)
+        return default_intermediate_size(self.hidden_size)
 
 
 class LegacyBlock(nn.Module):

@@ -30,7 +30,7 @@ def test_readme_python_examples_run(tmp_path):
         code = code.replace("max_new_tokens=10_000", "max_new_tokens=3")
         code = code.replace("hidden_size=768", "hidden_size=64").replace("capacity=512", "capacity=8")
         code = code.replace("torch.randn(768)", "torch.randn(64)").replace("torch.randn(2, 100, 768)", "torch.randn(1, 10, 64)")
-        code = code.replace('"my-model"', "tmpdir").replace("hidden_size=256", "hidden_size=64")
+        code = code.replace('"my-model"', "tmpdir").replace('"trace/"', "tmpdir + '/trace'").replace("hidden_size=256", "hidden_size=64")
         code = code.replace("max_new_tokens=50", "max_new_tokens=5")
         exec(compile(code, "README", "exec"), namespace)
         if number == 0:  # the API tour's first block trains one step
