@@ -85,3 +85,12 @@ def test_layer_uses_fused_path_and_matches(monkeypatch):
     assert rel(st_f["S"], st_r["S"]) < 1e-5
     for a, p in zip(grads_f, layer.parameters()):
         assert rel(a, p.grad) < 1e-4
+
+
+@pytest.mark.skipif(not CUDA, reason="auto picks the fused kernel only on CUDA")
+def test_auto_backend_is_fused_on_cuda(monkeypatch):
+    from pulse.kernels import linear_attention_backend
+
+    monkeypatch.delenv("PULSE_LA_BACKEND", raising=False)
+    x = inputs(1, 2, 64, 64, 64, seed=0)
+    assert linear_attention_backend(x[0], x[2]) == "triton"

@@ -73,3 +73,46 @@ def test_backend_choice_on_cpu_is_torch(monkeypatch):
     monkeypatch.setenv("PULSE_LA_BACKEND", "nope")
     with pytest.raises(ValueError, match="PULSE_LA_BACKEND"):
         linear_attention_backend(x, x)
+
+
+def test_auto_picks_fused_kernel_on_cuda_when_usable(monkeypatch):
+    import pulse.kernels as kernels
+
+    monkeypatch.delenv("PULSE_LA_BACKEND", raising=False)
+    monkeypatch.setattr(kernels, "_is_cuda", lambda t: True)  # pretend the tensors live on a GPU
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    x64, x24 = torch.randn(1, 1, 4, 64), torch.randn(1, 1, 4, 24)
+    assert linear_attention_backend(x64, x64) == "triton"
+    assert linear_attention_backend(x24, x64) == "torch"  # head dim not a power of two
+    assert linear_attention_backend(torch.randn(1, 1, 4, 256), x64) == "torch"  # too wide
+    monkeypatch.setenv("PULSE_LA_BACKEND", "torch")
+    assert linear_attention_backend(x64, x64) == "torch"
+    monkeypatch.delenv("PULSE_LA_BACKEND")
+    set_linear_attention_backend("torch")
+    try:
+        assert linear_attention_backend(x64, x64) == "torch"
+    finally:
+        set_linear_attention_backend(None)
+    monkeypatch.setattr(kernels, "triton_available", lambda: False)
+    assert linear_attention_backend(x64, x64) == "torch"
+
+
+def test_auto_stays_on_pytorch_path_on_cpu_and_under_compile(monkeypatch):
+    import pulse.kernels as kernels
+
+    monkeypatch.delenv("PULSE_LA_BACKEND", raising=False)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter is for tests, never chosen by auto
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    x = torch.randn(1, 1, 4, 64)
+    assert linear_attention_backend(x, x) == "torch"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setattr(kernels, "_is_cuda", lambda t: True)
+
+    def pick(t):  # 1 where the fused kernel would run
+        return t + (1.0 if linear_attention_backend(t, t) == "triton" else 0.0)
+
+    assert pick(torch.zeros(1, 1, 4, 64)).sum().item() == 256  # eager: the fused kernel
+    torch._dynamo.reset()
+    compiled = torch.compile(pick, backend="eager", fullgraph=True)
+    assert compiled(torch.zeros(1, 1, 4, 64)).sum().item() == 0  # traced: the PyTorch path
+    torch._dynamo.reset()
