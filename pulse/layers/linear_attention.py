@@ -299,7 +299,9 @@ class LinearAttention(nn.Module):
             out, den = torch.stack(outs, dim=2), torch.stack(dens, dim=2)
         else:
             raise ValueError(f"mode: expected 'auto', 'chunked' or 'recurrent', got {mode!r}")
-        self.hook_normalizer(den)
+        den_used = self.hook_normalizer(den)
+        if den_used is not den:  # an intervention: o_t = num_t / (n_t + eps), so re-divide by the new n_t
+            out = out * ((den + self.eps) / (den_used + self.eps))[..., None]
         out = self.hook_out(out)  # [B, H, T, d]
         merged = out.transpose(1, 2).reshape(B, T, D).to(x.dtype)
         return merged, {"S": S, "z": z}

@@ -153,6 +153,22 @@ def test_layer_modes_agree_and_carry_state():
     torch.testing.assert_close(torch.cat([a, b], 1), out_c, atol=1e-5, rtol=1e-5)
 
 
+def test_normalizer_intervention_changes_the_division():
+    """Replacing hook_normalizer's value n_t makes the output num_t / (n_t' + eps)."""
+    layer = LinearAttention(hidden_size=12, num_heads=3, chunk_size=4).double()
+    x = torch.randn(2, 10, 12, dtype=torch.float64)
+    seen = {}
+    layer.hook_out.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    layer.hook_normalizer.register_forward_hook(lambda m, i, o: seen.__setitem__("den", o))
+    layer(x)
+    num = seen["out"] * (seen["den"] + layer.eps)[..., None]  # numerator phi(q_t) S_t
+    handle = layer.hook_normalizer.register_forward_hook(lambda m, i, o: 3.0 * o + 0.5)
+    layer(x)
+    handle.remove()
+    torch.testing.assert_close(seen["out"], num / (3.0 * seen["den"] + 0.5 + layer.eps)[..., None])
+    assert not torch.allclose(seen["out"], num / (seen["den"] + layer.eps)[..., None])
+
+
 def test_bad_mode_is_named():
     layer = LinearAttention(hidden_size=8, num_heads=2)
     with pytest.raises(ValueError, match="mode"):
