@@ -81,6 +81,26 @@ def decayed_state_scan(
     return starts.reshape(B, H, M * group, F_)[:, :, :N], final
 
 
+def sequential_state_scan(
+    dS: torch.Tensor, log_decay: torch.Tensor, S0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same scan as :func:`decayed_state_scan`, as a loop over chunks.
+
+    On a CPU this is the faster form: each step is one fused multiply-add over [B, H, F],
+    while the matrix form does N (or ``group``) times the arithmetic. On a GPU the loop's
+    per-chunk launches cost more than the extra arithmetic, so there the matrix form runs.
+    """
+    g = torch.exp(log_decay)  # [B,H,N]
+    S, starts = S0, []
+    for n in range(dS.shape[2]):
+        starts.append(S)
+        S = torch.addcmul(dS[:, :, n], g[:, :, n, None], S)
+    return torch.stack(starts, dim=2), S
+
+
+_LOG2E = 1.0 / math.log(2.0)
+
+
 def chunked_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -97,48 +117,54 @@ def chunked_linear_attention(
     log_decay: [B, H, T] (<= 0; 0 at padding), S0: [B, H, dk, dv], z0: [B, H, dk].
     Returns (out [B, H, T, dv], normalizer [B, H, T] = phi(q_t).z_t, S_T, z_T).
 
-    The normaliser is the same decayed attention applied to a column of ones, so the
-    value matrix is extended to v' = [v, 1] and the state to S' = [S, z]: numerator and
-    denominator come out of one product. The inter-chunk recurrence runs through
-    :func:`decayed_state_scan` (no loop over chunks).
+    Per chunk of L tokens (all chunks of all heads batched as one [B*H*N] batch of small
+    matrix products): the masked L x L decayed scores give the within-chunk part of the
+    numerator and, by their row sums, of the normaliser; each chunk's contribution to the
+    state (S, z) is scanned across chunks (:func:`sequential_state_scan` on a CPU without
+    autograd, :func:`decayed_state_scan` otherwise) and read by the chunk's decayed queries.
+    Decays are exponentiated in base 2 from cumulative log2 decays (every exponent <= 0).
+    Without autograd the large intermediates are updated in place.
     """
     B, H, T, dk = q.shape
     dv = v.shape[-1]
     L = chunk_size
     N = -(-T // L)
     pad = N * L - T
-    v1 = torch.cat([v, v.new_ones(B, H, T, 1)], dim=-1)  # v' = [v, 1]: [B,H,T,dv+1]
     if pad:
         # padded positions: zero keys and zero log decay, so they change nothing
-        q, k, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v1))
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         log_decay = F.pad(log_decay, (0, pad))
-    q = q.view(B, H, N, L, dk)
-    k = k.view(B, H, N, L, dk)
-    v1 = v1.view(B, H, N, L, dv + 1)
-    b = log_decay.view(B, H, N, L).cumsum(-1)  # log of the decay from chunk start to t
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_decay, S0, z0)))
+    BN = B * H * N
+    q = q.reshape(BN, L, dk)
+    k = k.reshape(BN, L, dk)
+    v = v.reshape(BN, L, dv)
+    b = (log_decay * _LOG2E).reshape(BN, L).cumsum(-1)  # log2 of the decay from chunk start to t
 
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    diff = b[..., :, None] - b[..., None, :]  # [B,H,N,L,L] log gamma^(t-s), <= 0 where s <= t
-    decay = torch.exp(diff.masked_fill(~causal, float("-inf")))
-    scores = (q @ k.transpose(-1, -2)) * decay  # [B,H,N,L,L]
-    num = scores @ v1  # [B,H,N,L,dv+1]: numerator and (last column) denominator
+    # decay[t, s] = 2^(b_t - b_s) for s <= t, else 0 (the exponent is -inf there)
+    decay = (b[:, :, None] - b[:, None, :]).masked_fill_(~causal, float("-inf")).exp2_()  # [BN,L,L]
+    scores = torch.bmm(q, k.transpose(1, 2))
+    scores = scores.mul_(decay) if inplace else scores * decay
+    den = scores.sum(-1)  # [BN, L] within-chunk part of the normaliser
 
-    # what each chunk adds to the state S' = [S, z], decayed to the chunk's end
-    to_end = torch.exp(b[..., -1:] - b)[..., None]  # [B,H,N,L,1]
-    dS = (k * to_end).transpose(-1, -2) @ v1  # [B,H,N,dk,dv+1]
-    Sz0 = torch.cat([S0, z0[..., None]], dim=-1).to(dS.dtype)  # [B,H,dk,dv+1]
-    starts, final = decayed_state_scan(
-        dS.reshape(B, H, N, dk * (dv + 1)), b[..., -1], Sz0.reshape(B, H, dk * (dv + 1))
-    )
-    starts = starts.view(B, H, N, dk, dv + 1)
-    final = final.view(B, H, dk, dv + 1)
+    # what each chunk adds to S and z, decayed to the chunk's end
+    k_end = k * torch.exp2(b[:, -1:] - b)[..., None]  # [BN,L,dk]
+    dS = torch.bmm(k_end.transpose(1, 2), v)  # [BN,dk,dv]
+    dz = k_end.sum(1)  # [BN,dk]
+    chunk_log_decay = (b[:, -1] * math.log(2.0)).view(B, H, N)
+    # a loop is cheapest on a CPU without autograd; its backward (N tiny steps) is not
+    scan = sequential_state_scan if inplace and q.device.type == "cpu" else decayed_state_scan
+    S_starts, S_T = scan(dS.view(B, H, N, dk * dv), chunk_log_decay, S0.reshape(B, H, dk * dv).to(dS.dtype))
+    z_starts, z_T = scan(dz.view(B, H, N, dk), chunk_log_decay, z0.to(dz.dtype))
 
-    q_dec = q * torch.exp(b)[..., None]  # phi(q_t) decayed back to the chunk start
-    num = num + q_dec @ starts
-    out = num[..., :dv] / (num[..., dv:] + eps)
-    out = out.reshape(B, H, N * L, dv)[:, :, :T]
-    den = num[..., dv].reshape(B, H, N * L)[:, :, :T]
-    return out, den, final[..., :dv].contiguous(), final[..., dv].contiguous()
+    q_dec = q * torch.exp2(b)[..., None]  # phi(q_t) decayed back to the chunk start
+    num = torch.baddbmm(torch.bmm(scores, v), q_dec, S_starts.reshape(BN, dk, dv))  # [BN,L,dv]
+    den = den + torch.bmm(q_dec, z_starts.reshape(BN, dk, 1)).squeeze(-1)
+    out = num.div_(den[..., None] + eps) if inplace else num / (den[..., None] + eps)
+    out = out.view(B, H, N * L, dv)[:, :, :T]
+    den = den.view(B, H, N * L)[:, :, :T]
+    return out, den, S_T.view(B, H, dk, dv), z_T
 
 
 def recurrent_linear_attention_step(
@@ -273,7 +299,9 @@ class LinearAttention(nn.Module):
             out, den = torch.stack(outs, dim=2), torch.stack(dens, dim=2)
         else:
             raise ValueError(f"mode: expected 'auto', 'chunked' or 'recurrent', got {mode!r}")
-        self.hook_normalizer(den)
+        den_used = self.hook_normalizer(den)
+        if den_used is not den:  # an intervention: o_t = num_t / (n_t + eps), so re-divide by the new n_t
+            out = out * ((den + self.eps) / (den_used + self.eps))[..., None]
         out = self.hook_out(out)  # [B, H, T, d]
         merged = out.transpose(1, 2).reshape(B, T, D).to(x.dtype)
         return merged, {"S": S, "z": z}

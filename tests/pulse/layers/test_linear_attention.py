@@ -6,8 +6,10 @@ import torch
 from pulse.layers.linear_attention import (
     LinearAttention,
     chunked_linear_attention,
+    decayed_state_scan,
     feature_map,
     recurrent_linear_attention_step,
+    sequential_state_scan,
 )
 
 
@@ -73,6 +75,72 @@ def test_padding_has_decay_one_and_no_write():
     torch.testing.assert_close(out.transpose(1, 2)[real], ref.transpose(1, 2)[real], atol=1e-5, rtol=1e-5)
 
 
+def recurrent_reference(q, k, v, log_decay, S0, z0, eps=1e-6):
+    S, z, outs, dens = S0, z0, [], []
+    for t in range(q.shape[2]):
+        o, n, S, z = recurrent_linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], log_decay[:, :, t], S, z, eps)
+        outs.append(o)
+        dens.append(n)
+    return torch.stack(outs, 2), torch.stack(dens, 2), S, z
+
+
+def padded_float64_inputs(T=23, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    B, H, d = 2, 3, 4
+    q = feature_map(torch.randn(B, H, T, d, generator=g, dtype=torch.float64))
+    k = feature_map(torch.randn(B, H, T, d, generator=g, dtype=torch.float64))
+    v = torch.randn(B, H, T, d, generator=g, dtype=torch.float64)
+    mask = torch.ones(B, T, dtype=torch.float64)
+    mask[0, :4] = 0
+    mask[1, 9] = 0
+    log_decay = torch.log(torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)).view(1, H, 1) * mask[:, None, :]
+    k = k * mask[:, None, :, None]
+    S0 = torch.randn(B, H, d, d, generator=g, dtype=torch.float64)
+    z0 = torch.rand(B, H, d, generator=g, dtype=torch.float64)
+    return q, k, v, log_decay, S0, z0
+
+
+@pytest.mark.parametrize("N", [1, 9, 70])
+def test_sequential_scan_equals_matrix_scan(N):
+    g = torch.Generator().manual_seed(N)
+    dS = torch.randn(2, 3, N, 5, generator=g, dtype=torch.float64)
+    a = -3 * torch.rand(2, 3, N, generator=g, dtype=torch.float64)
+    a[0, 0, : N // 2] = 0.0  # padding chunks: no decay
+    S0 = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    starts, final = sequential_state_scan(dS, a, S0)
+    ref_starts, ref_final = decayed_state_scan(dS, a, S0, 8)
+    torch.testing.assert_close(starts, ref_starts, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(final, ref_final, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 8])
+def test_chunked_gradients_equal_recurrent_gradients(chunk):
+    """The autograd form (out of place, matrix scan) against backprop through the per-token loop."""
+    inputs = [t.requires_grad_() for t in padded_float64_inputs()]
+    weights = [torch.randn_like(t) for t in recurrent_reference(*inputs)]
+
+    def grads(fn):
+        outs = fn(*inputs)
+        return torch.autograd.grad(sum((w * o).sum() for w, o in zip(weights, outs)), inputs)
+
+    fast = grads(lambda *x: chunked_linear_attention(*x, chunk, 1e-6))
+    slow = grads(recurrent_reference)
+    for name, a, b in zip(("q", "k", "v", "log_decay", "S0", "z0"), fast, slow):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_chunked_without_autograd_equals_with_autograd():
+    """No grad: intermediates updated in place and the sequential scan; must match the autograd form."""
+    inputs = padded_float64_inputs(T=41)
+    with torch.no_grad():
+        plain = chunked_linear_attention(*inputs, 8, 1e-6)
+    tracked = chunked_linear_attention(*[t.clone().requires_grad_() for t in inputs], 8, 1e-6)
+    reference = recurrent_reference(*inputs)
+    for a, b, c in zip(plain, tracked, reference):
+        torch.testing.assert_close(a, b.detach(), atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(a, c, atol=1e-12, rtol=1e-12)
+
+
 def test_layer_modes_agree_and_carry_state():
     layer = LinearAttention(hidden_size=24, num_heads=3, chunk_size=8)
     x = torch.randn(2, 29, 24)
@@ -83,6 +151,22 @@ def test_layer_modes_agree_and_carry_state():
     a, st = layer(x[:, :11])
     b, _ = layer(x[:, 11:], state=st)
     torch.testing.assert_close(torch.cat([a, b], 1), out_c, atol=1e-5, rtol=1e-5)
+
+
+def test_normalizer_intervention_changes_the_division():
+    """Replacing hook_normalizer's value n_t makes the output num_t / (n_t' + eps)."""
+    layer = LinearAttention(hidden_size=12, num_heads=3, chunk_size=4).double()
+    x = torch.randn(2, 10, 12, dtype=torch.float64)
+    seen = {}
+    layer.hook_out.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    layer.hook_normalizer.register_forward_hook(lambda m, i, o: seen.__setitem__("den", o))
+    layer(x)
+    num = seen["out"] * (seen["den"] + layer.eps)[..., None]  # numerator phi(q_t) S_t
+    handle = layer.hook_normalizer.register_forward_hook(lambda m, i, o: 3.0 * o + 0.5)
+    layer(x)
+    handle.remove()
+    torch.testing.assert_close(seen["out"], num / (3.0 * seen["den"] + 0.5 + layer.eps)[..., None])
+    assert not torch.allclose(seen["out"], num / (seen["den"] + layer.eps)[..., None])
 
 
 def test_bad_mode_is_named():
