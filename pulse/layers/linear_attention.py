@@ -17,8 +17,10 @@ so no power ever underflows or overflows), across chunks the carried state (S, z
 ``recurrent_linear_attention_step`` (generation) is the one-token recurrence above.
 Both are computed in fp32 and must agree to fp32 rounding.
 
-With ``PULSE_LA_BACKEND=triton`` the chunked form runs through the fused Triton kernel of
-:mod:`pulse.kernels.linear_attention_triton` (forward and backward; see :mod:`pulse.kernels`).
+On CUDA (eager) the chunked form runs through the fused Triton kernel of
+:mod:`pulse.kernels.linear_attention_triton` (forward and backward), checked against this
+PyTorch path on an H200; elsewhere, and under ``torch.compile``, through the PyTorch path
+below. ``PULSE_LA_BACKEND`` overrides the choice (see :mod:`pulse.kernels`).
 """
 
 from __future__ import annotations
