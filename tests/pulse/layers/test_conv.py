@@ -20,16 +20,31 @@ def reference_conv(conv: LocalConv, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def test_matches_loop_and_streams():
+@pytest.mark.parametrize("T", [13, 45])  # the windowed sum (<= 32 positions) and conv1d
+def test_matches_loop_and_streams(T):
     conv = LocalConv(6, kernel_size=4)
-    x = torch.randn(2, 13, 6)
+    x = torch.randn(2, T, 6)
     y, _ = conv(x)
     torch.testing.assert_close(y, reference_conv(conv, x), atol=1e-6, rtol=1e-6)
     pieces, state = [], None
-    for sl in (slice(0, 2), slice(2, 3), slice(3, 9), slice(9, 13)):
+    for sl in (slice(0, 2), slice(2, 3), slice(3, 9), slice(9, T)):
         out, state = conv(x[:, sl], state=state)
         pieces.append(out)
     torch.testing.assert_close(torch.cat(pieces, 1), y, atol=1e-6, rtol=1e-6)
+
+
+def test_windowed_sum_and_conv1d_agree_with_gradients():
+    conv = LocalConv(7, kernel_size=5).double()
+    x = torch.randn(3, 20, 7, dtype=torch.float64, requires_grad=True)
+    results = []
+    for limit in (32, 0):  # 32: the windowed sum for these 20 positions; 0: always conv1d
+        conv.windowed_sum_max_positions = limit
+        y, _ = conv(x)
+        grads = torch.autograd.grad((y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum(),
+                                    (x, conv.weight, conv.bias))
+        results.append((y, *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("layout", ["left", "right", "inner"])
