@@ -38,6 +38,15 @@ def random_inputs(B=2, H=3, T=20, d=4, seed=0):
     return q, k, v, gamma
 
 
+def recurrent_reference(q, k, v, log_decay, S0, z0, eps=1e-6):
+    S, z, outs, dens = S0, z0, [], []
+    for t in range(q.shape[2]):
+        o, n, S, z = recurrent_linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], log_decay[:, :, t], S, z, eps)
+        outs.append(o)
+        dens.append(n)
+    return torch.stack(outs, 2), torch.stack(dens, 2), S, z
+
+
 @pytest.mark.parametrize("T", [1, 5, 16, 17, 48, 50])
 @pytest.mark.parametrize("chunk", [1, 4, 16])
 def test_chunked_equals_recurrent_equals_explicit(T, chunk):
@@ -46,12 +55,7 @@ def test_chunked_equals_recurrent_equals_explicit(T, chunk):
     log_decay = torch.log(gamma).view(1, H, 1).expand(B, H, T)
     S0, z0 = torch.zeros(B, H, d, d), torch.zeros(B, H, d)
     out_c, den_c, S_c, z_c = chunked_linear_attention(q, k, v, log_decay, S0, z0, chunk, 1e-6)
-    S, z, outs, dens = S0, z0, [], []
-    for t in range(T):
-        o, n, S, z = recurrent_linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], log_decay[:, :, t], S, z, 1e-6)
-        outs.append(o)
-        dens.append(n)
-    out_r, den_r = torch.stack(outs, 2), torch.stack(dens, 2)
+    out_r, den_r, S, z = recurrent_reference(q, k, v, log_decay, S0, z0)
     out_e, den_e = explicit_attention(q, k, v, gamma, 1e-6)
     torch.testing.assert_close(out_c, out_e, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out_r, out_e, atol=1e-5, rtol=1e-5)
@@ -73,15 +77,6 @@ def test_padding_has_decay_one_and_no_write():
     ref, _ = explicit_attention(q, k, v, gamma, 1e-6, mask)
     real = mask.bool()
     torch.testing.assert_close(out.transpose(1, 2)[real], ref.transpose(1, 2)[real], atol=1e-5, rtol=1e-5)
-
-
-def recurrent_reference(q, k, v, log_decay, S0, z0, eps=1e-6):
-    S, z, outs, dens = S0, z0, [], []
-    for t in range(q.shape[2]):
-        o, n, S, z = recurrent_linear_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], log_decay[:, :, t], S, z, eps)
-        outs.append(o)
-        dens.append(n)
-    return torch.stack(outs, 2), torch.stack(dens, 2), S, z
 
 
 def padded_float64_inputs(T=23, seed=3):
