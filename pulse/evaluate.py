@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pulse.config import ConfigError
-from pulse.io import CheckpointError, atomic_write_text
+from pulse.io import CheckpointError, atomic_write_text, read_json_object
 
 __all__ = ["evaluate_checkpoint", "main"]
 
@@ -32,13 +32,9 @@ def _load_task(directory: Path):
     from pulse.data import build_task, load_tokenizer
 
     path = directory / "task.json"
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no task.json (train with `python -m pulse.train`, which writes it)")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+    info = read_json_object(
+        path, f"{directory}: no task.json (train with `python -m pulse.train`, which writes it)")
+    if not isinstance(info.get("name"), str):
         raise CheckpointError(f"{path}: expected an object with a task 'name' and 'kwargs'")
     kwargs = dict(info.get("kwargs") or {})
     if info["name"] == "text":
@@ -73,7 +69,7 @@ def evaluate_checkpoint(directory: str | Path, n: int | None = None, split: str 
     if seq_len is None:
         training = directory / "training.json"
         if training.is_file():
-            seq_len = json.loads(training.read_text(encoding="utf-8")).get("train", {}).get("seq_len")
+            seq_len = read_json_object(training, "").get("train", {}).get("seq_len")
     data = task.make_split(split, n=n, seq_len=seq_len)
     metrics = evaluate_model(model, data, batch_size=batch_size, device=dev, amp=False)
     return {

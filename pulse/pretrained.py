@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pulse.io import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_weights, save_weights
+from pulse.io import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_weights, read_json_object, save_weights
 
 MODEL_REGISTRY: dict[str, type["PretrainedMixin"]] = {}
 
@@ -56,12 +55,8 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
     """Load any of the project's causal LMs from a save_pretrained folder (dispatch on model_type)."""
     directory = Path(directory)
     path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no {CONFIG_NAME} (is this a save_pretrained folder?)")
-    try:
-        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a JSON object ({e})") from e
+    model_type = read_json_object(
+        path, f"{directory}: no {CONFIG_NAME} (is this a save_pretrained folder?)").get("model_type")
     if model_type not in MODEL_REGISTRY:
         raise CheckpointError(
             f"{path}: model_type {model_type!r} is not one of {sorted(MODEL_REGISTRY)}"

@@ -117,16 +117,10 @@ def load_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer: t
                     param_names: list[str], restore_rng_state: bool = True) -> dict[str, Any]:
     """Load weights, optimizer and RNG states from ``directory`` into ``model`` and
     ``optimizer``; returns the trainer state (``step``, ...)."""
-    from pulse.io import WEIGHTS_NAME, load_weights
+    from pulse.io import WEIGHTS_NAME, load_weights, read_json_object
 
     directory = Path(directory)
-    path = directory / TRAINER_STATE
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no {TRAINER_STATE} (not a training checkpoint)")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    state = read_json_object(directory / TRAINER_STATE, f"{directory}: no {TRAINER_STATE} (not a training checkpoint)")
     load_weights(model, directory / WEIGHTS_NAME)
     opt_sd = unflatten_optimizer_state(_load_tensors(directory / OPTIMIZER_FILE), state["optimizer"], param_names)
     optimizer.load_state_dict(opt_sd)

@@ -74,6 +74,10 @@ def test_damaged_or_absent_files_refused(saved, tmp_path):
     (saved / "config.json").write_text(json.dumps({"model_type": "gpt9"}))
     with pytest.raises(CheckpointError, match="gpt9"):
         load_pretrained(saved)
+    for damaged, message in (("{half", "not valid JSON"), ("[]", "expected a JSON object")):
+        (saved / "config.json").write_text(damaged)
+        with pytest.raises(CheckpointError, match=message):
+            load_pretrained(saved)
 
 
 def test_no_pickle_anywhere():
