@@ -29,23 +29,9 @@ __all__ = ["evaluate_checkpoint", "main"]
 
 
 def _load_task(directory: Path):
-    from pulse.data import build_task, load_tokenizer
+    from pulse.data.task_record import load_task
 
-    path = directory / "task.json"
-    info = read_json_object(
-        path, f"{directory}: no task.json (train with `python -m pulse.train`, which writes it)")
-    if not isinstance(info.get("name"), str):
-        raise CheckpointError(f"{path}: expected an object with a task 'name' and 'kwargs'")
-    kwargs = dict(info.get("kwargs") or {})
-    if info["name"] == "text":
-        kwargs["tokenizer"] = str(directory)
-    task = build_task(info["name"], **kwargs)
-    if (directory / "tokenizer.json").is_file():
-        saved = load_tokenizer(directory)
-        if saved.vocab_size != task.tokenizer.vocab_size or (
-                hasattr(saved, "vocab") and hasattr(task.tokenizer, "vocab") and saved.vocab != task.tokenizer.vocab):
-            raise CheckpointError(f"{directory}/tokenizer.json does not match the tokenizer of task {info['name']!r}")
-    return task, info
+    return load_task(directory)
 
 
 def evaluate_checkpoint(directory: str | Path, n: int | None = None, split: str | None = None,

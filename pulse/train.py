@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from pulse.config import ConfigError
+from pulse.data.task_record import TASK_FILE, task_record_json
 from pulse.io import CheckpointError, atomic_write_text, weights_hash
 from pulse.training import distributed as pdist
 from pulse.training.checkpoint import (
@@ -54,7 +55,6 @@ from pulse.training.optim import CosineSchedule, build_optimizer
 
 __all__ = ["train", "main", "build_run_task", "build_model", "TASK_FILE", "TRAINING_FILE"]
 
-TASK_FILE = "task.json"
 TRAINING_FILE = "training.json"
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
@@ -239,8 +239,7 @@ def _train(run, tc, out: Path, info: pdist.DistInfo, resume, stop_after, progres
     run_dict = run.to_dict()
     side_files = {
         **tok_files,
-        TASK_FILE: json.dumps({"name": run.task_name, "kwargs": run.task_kwargs, "describe": task.describe()},
-                              indent=2, sort_keys=True, default=str) + "\n",
+        TASK_FILE: task_record_json(run.task_name, run.task_kwargs, task),
         TRAINING_FILE: json.dumps(run_dict, indent=2, sort_keys=True) + "\n",
     }
 

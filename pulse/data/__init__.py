@@ -23,6 +23,7 @@ from .story_world import (
     story_world_vocabulary,
 )
 from .tasks import AlgorithmicTask, StoryWorldTask, Task, TextTask, available_tasks, build_task, register_task
+from .task_record import TaskRecordError, load_task, read_task_record, task_record
 from .text import PackedLMDataset, check_characters, load_text_dataset, pack_sequences, tokenize_texts
 from .tokenizers import SPECIAL_TOKENS, ByteBPETokenizer, WordTokenizer, load_tokenizer
 
@@ -66,4 +67,8 @@ __all__ = [
     "build_task",
     "register_task",
     "available_tasks",
+    "load_task",
+    "read_task_record",
+    "task_record",
+    "TaskRecordError",
 ]
