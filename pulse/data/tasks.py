@@ -14,6 +14,11 @@
   you need with ``itertools.islice``;
 * ``task.evaluate_predictions(predictions, batch)``: answer accuracy (see
   :func:`~pulse.data.batching.answer_accuracy`);
+* ``task.labels_for(input_ids, attention_mask=None)``: the training labels of *any* token
+  ids (a typed text, a generated one, a batch), exactly as ``make_split`` labels its rows:
+  ``-100`` wherever the model was not trained to predict the token; ``task.answer_mask_for``
+  the answer positions; ``task.loss_name`` says which loss those labels give
+  (``"answer-token loss"`` or ``"all-token loss"``);
 * ``task.describe()``: a JSON-able dict for run metadata.
 
 A *batch* is a dict of tensors with the same ``[N, T]`` shape:
@@ -85,6 +90,25 @@ def _check_pos_int(name: str, v: Any, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
+def _ids_and_mask(input_ids: Any, attention_mask: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(ids [B, T] long, mask [B, T], was 1-D) of token ids given as a list or a tensor."""
+    ids = torch.as_tensor(input_ids)
+    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"input_ids must be integer token ids, got dtype {ids.dtype}")
+    if ids.dim() not in (1, 2):
+        raise ValueError(f"input_ids must be [T] or [B, T], got shape {tuple(ids.shape)}")
+    one = ids.dim() == 1
+    ids = ids.long()[None] if one else ids.long()
+    if attention_mask is None:
+        attn = torch.ones(ids.shape, dtype=torch.float32)
+    else:
+        attn = torch.as_tensor(attention_mask).to(torch.float32)
+        attn = attn[None] if attn.dim() == 1 else attn
+        if attn.shape != ids.shape:
+            raise ValueError(f"attention_mask has shape {tuple(attn.shape)}, input_ids {tuple(ids.shape)}")
+    return ids, attn.to(ids.device), one
+
+
 def _split_config_kwargs(cls: type, kwargs: dict[str, Any], task: str) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(kwargs) - known)
@@ -126,6 +150,42 @@ class Task:
         else:
             labels = ids.masked_fill(~answer_mask, IGNORE_INDEX)
         return {"input_ids": ids, "labels": labels, "attention_mask": attn, "answer_mask": answer_mask}
+
+    # -------------------------------------------------------------- labels of any ids
+    @property
+    def loss_name(self) -> str:
+        """What a loss on :meth:`labels_for` is: ``"answer-token loss"`` (``train_on="answers"``)
+        or ``"all-token loss"`` (``train_on="all"``: every real token, the LM loss)."""
+        return "answer-token loss" if self.train_on == "answers" else "all-token loss"
+
+    def answer_mask_for(self, input_ids: Any, attention_mask: Any = None) -> torch.Tensor:
+        """[B, T] bool (or [T] for 1-D ids): the answer positions of these ids, as
+        ``make_split`` marks them in ``answer_mask``; never a padding position."""
+        ids, attn, one = _ids_and_mask(input_ids, attention_mask)
+        mask = self._answer_mask(ids) & (attn > 0)
+        return mask[0] if one else mask
+
+    def labels_for(self, input_ids: Any, attention_mask: Any = None) -> torch.Tensor:
+        """The labels training used, for any token ids: ``input_ids`` where the model was
+        trained to predict the token, ``-100`` elsewhere (long, same shape as ``input_ids``).
+
+        ``train_on="all"``: every real token; ``train_on="answers"``: the answer positions
+        (story world: the token after each ``?``; MQAR / selective copy / induction: their
+        answer columns). ``attention_mask`` (1 = real token, default all real) excludes
+        padding. On ``make_split``'s rows it equals their ``labels``. Pass the result as
+        ``labels=`` to ``probes.compare`` / ``per_token_loss`` / the claim checks to score
+        the tokens the model was trained on (:attr:`loss_name` says which)."""
+        ids, attn, one = _ids_and_mask(input_ids, attention_mask)
+        if self.train_on == "all":
+            keep = attn > 0
+        else:
+            keep = self._answer_mask(ids) & (attn > 0)
+        labels = ids.masked_fill(~keep, IGNORE_INDEX)
+        return labels[0] if one else labels
+
+    def _answer_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] bool answer positions of 2-D ids (padding is removed by the caller)."""
+        raise NotImplementedError(f"task {self.name!r} does not say where its answers are")
 
     @staticmethod
     def _check_train_on(train_on: str) -> str:
@@ -179,6 +239,15 @@ class StoryWorldTask(Task):
     def make_split(self, split: str, n: int | None = None, seq_len: int | None = None) -> dict[str, torch.Tensor]:
         return self.encode_stories(self.stories(split, n), seq_len)
 
+    def _answer_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        # Every question ends "... ?" and its answer is the next token; "?" appears nowhere else.
+        qmark = self.tokenizer.token_to_id("?")
+        if qmark is None:  # pragma: no cover - the story-world vocabulary always has it
+            raise ValueError("the story-world tokenizer has no '?' token")
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        mask[:, 1:] = ids[:, :-1] == qmark
+        return mask
+
     def train_batches(self, batch_size: int, seq_len: int | None = None, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         _check_pos_int("batch_size", batch_size)
         stream = f"{self.config.seed}-train-stream-{seed}"
@@ -225,6 +294,17 @@ class AlgorithmicTask(Task):
 
     def _cfg(self, seq_len: int | None) -> Any:
         return self.config if seq_len is None else dataclasses.replace(self.config, seq_len=seq_len)
+
+    def _answer_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        # The answer columns are fixed by the task's layout (the same in every row): read them
+        # off one generated row rather than restating the layout here.
+        if not hasattr(self, "_answer_columns"):
+            row = alg.make_batch(self.config, 1, np.random.default_rng(0))["labels"][0]
+            self._answer_columns = torch.nonzero(row != IGNORE_INDEX).flatten()
+        cols = self._answer_columns[self._answer_columns < ids.shape[1]].to(ids.device)
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        mask[:, cols] = True
+        return mask
 
     def _batch(self, cfg: Any, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         b = alg.make_batch(cfg, n, rng)
@@ -351,6 +431,11 @@ class TextTask(Task):
             _check_pos_int("n", n)
             data = {k: v[:n] for k, v in data.items()}
         return data
+
+    def _answer_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones_like(ids, dtype=torch.bool)
+        mask[:, 0] = False  # as make_split: every token but the first of a block
+        return mask
 
     def train_batches(self, batch_size: int, seq_len: int | None = None, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         return iterate_batches(self._blocks("train", seq_len), batch_size, seed=seed, shuffle=True, epochs=None)
