@@ -2,8 +2,15 @@
 
     with intervene(model, ablate_slot(0, 2), set_decay(1, 0, 0.5)):
         logits = model(ids)["logits"]
-    result = compare(model, ids, [memory_off()])      # InterventionResult
+    result = compare(model, ids, [memory_off()], labels=task.labels_for(ids),
+                     loss_name=task.loss_name)          # InterventionResult
     result.summary(); result.frame()
+
+Which tokens are scored: ``labels`` (``-100`` = not scored), by default the inputs (every
+token: the all-token loss). A model trained on answers only must be scored on its task's
+labels (``pulse.data`` ``Task.labels_for``), or the loss averages over tokens it was never
+trained to predict. ``summary()`` reports the loss, KL, top-1 changes and accuracy on the
+scored tokens only, with their count (``n_label_tokens``) and what they are (``loss``).
 
 An :class:`Intervention` names hook sites (a glob over canonical hook names, see
 probes.trace) and a function ``fn(value, name) -> new value``; the HookPoint's returned
@@ -233,6 +240,8 @@ class InterventionResult:
     top1_before: torch.Tensor
     top1_after: torch.Tensor
     attention_mask: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # [B, T] scored targets (-100 = not scored); None = the inputs
+    loss_name: str = "all-token loss"
 
     @property
     def delta_loss(self) -> torch.Tensor:
@@ -245,17 +254,42 @@ class InterventionResult:
     def _real(self) -> torch.Tensor:
         return torch.ones_like(self.kl, dtype=torch.bool) if self.attention_mask is None else self.attention_mask.bool()
 
-    def summary(self) -> dict[str, float]:
+    def scored(self) -> torch.Tensor:
+        """[B, T] bool: the tokens the losses are on (a label, not padding, not position 0);
+        the loss at ``t`` scores the prediction made after reading token ``t - 1``."""
+        labels = self.input_ids if self.labels is None else self.labels
+        out = (labels != -100) & self._real()
+        out[:, 0] = False
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Loss before / after and their change on the scored tokens (:meth:`scored`), and the
+        KL, largest logit change, top-1 changes and top-1 accuracy of the predictions of those
+        tokens; ``n_label_tokens`` of them, ``loss`` says which (e.g. "answer-token loss").
+        ``*_all_positions``: KL and top-1 changes over every real position, for reference."""
         real = self._real()
-        d = self.delta_loss[real]
-        d = d[~torch.isnan(d)]
+        scored = self.scored()
+        pred = torch.zeros_like(scored)
+        pred[:, :-1] = scored[:, 1:]  # the prediction of token t is made at t - 1
+        n = int(scored.sum())
+        target = (self.input_ids if self.labels is None else self.labels)[:, 1:][scored[:, 1:]]
+
+        def mean(x: torch.Tensor) -> float:
+            return float(x.float().mean()) if x.numel() else float("nan")
+
         return {
-            "mean_loss_before": float(torch.nanmean(self.loss_before[real])),
-            "mean_loss_after": float(torch.nanmean(self.loss_after[real])),
-            "mean_delta_loss": float(d.mean()) if d.numel() else float("nan"),
-            "max_abs_logit_change": float(self.max_abs_logit_change[real].max()) if real.any() else 0.0,
-            "mean_kl": float(self.kl[real].mean()) if real.any() else 0.0,
-            "top1_changed_fraction": float(self.top1_changed[real].float().mean()) if real.any() else 0.0,
+            "loss": self.loss_name,
+            "n_label_tokens": n,
+            "mean_loss_before": mean(self.loss_before[scored]),
+            "mean_loss_after": mean(self.loss_after[scored]),
+            "mean_delta_loss": mean(self.delta_loss[scored]),
+            "accuracy_before": mean(self.top1_before[pred] == target),
+            "accuracy_after": mean(self.top1_after[pred] == target),
+            "max_abs_logit_change": float(self.max_abs_logit_change[pred].max()) if n else float("nan"),
+            "mean_kl": mean(self.kl[pred]),
+            "top1_changed_fraction": mean(self.top1_changed[pred]),
+            "mean_kl_all_positions": mean(self.kl[real]),
+            "top1_changed_fraction_all_positions": mean(self.top1_changed[real]),
         }
 
     def frame(self) -> pd.DataFrame:
@@ -268,6 +302,7 @@ class InterventionResult:
             "max_abs_logit_change": self.max_abs_logit_change.reshape(-1).numpy(),
             "top1_before": self.top1_before.reshape(-1).numpy(), "top1_after": self.top1_after.reshape(-1).numpy(),
             "top1_changed": self.top1_changed.reshape(-1).numpy(),
+            "scored": self.scored().reshape(-1).numpy(),
         })
         return df[self._real().reshape(-1).numpy()].reset_index(drop=True)
 
@@ -279,14 +314,25 @@ def compare(
     interventions: Sequence[Intervention] | Intervention,
     labels: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
+    loss_name: str | None = None,
 ) -> InterventionResult:
-    """Run ``input_ids`` without and with ``interventions``; per-token loss (labels default to
-    the inputs; see probes.trace.per_token_loss), KL and logit changes, top-1 changes."""
+    """Run ``input_ids`` without and with ``interventions``; per-token loss on ``labels``
+    (``-100`` = not scored; default: the inputs, i.e. every token; see
+    probes.trace.per_token_loss), KL and logit changes, top-1 changes. ``loss_name`` names
+    the scored tokens in the summary (default "all-token loss" without labels, "label-token
+    loss" with them; pass ``task.loss_name`` with ``task.labels_for(ids)``)."""
     if isinstance(interventions, Intervention):
         interventions = [interventions]
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
-    labels = input_ids if labels is None else labels
+    given = labels is not None
+    if given:
+        labels = labels[None] if labels.dim() == 1 else labels
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels: shape {tuple(labels.shape)} differs from input_ids {tuple(input_ids.shape)}")
+    labels = labels if given else input_ids
+    if loss_name is None:
+        loss_name = "label-token loss" if given else "all-token loss"
     before = model(input_ids, attention_mask=attention_mask)["logits"].float()
     with intervene(model, *interventions):
         after = model(input_ids, attention_mask=attention_mask)["logits"].float()
@@ -301,4 +347,5 @@ def compare(
         kl=kl.cpu(), max_abs_logit_change=(after - before).abs().amax(-1).cpu(),
         top1_before=before.argmax(-1).cpu(), top1_after=after.argmax(-1).cpu(),
         attention_mask=None if attention_mask is None else attention_mask.cpu(),
+        labels=labels.cpu() if given else None, loss_name=loss_name,
     )

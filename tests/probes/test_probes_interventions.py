@@ -148,3 +148,43 @@ def test_compare_and_cleanup_on_error(bank_model, ids):
         with intervene(bank_model, memory_off()):
             pass
     assert bank_model.blocks[1].states.events == []
+
+
+def test_compare_summary_is_on_the_labels_only():
+    """With a story-world task's labels (answers only) every summary number is on the answer
+    tokens: checked against a hand computation from the logits at the answer positions."""
+    from pulse.data import build_task
+    from probe_models import BANK, make_model
+
+    task = build_task("story_world", train_on="answers")
+    model = make_model(vocab_size=task.vocab_size, use_memory=True, **BANK)
+    b = task.make_split("test", n=3)
+    ids, mask = b["input_ids"], b["attention_mask"]
+    labels = task.labels_for(ids, mask)
+    iv = [ablate_slot(0, 1), memory_off(), set_decay(0, 0, 0.2)]
+    res = compare(model, ids, iv, labels=labels, attention_mask=mask, loss_name=task.loss_name)
+    s = res.summary()
+    rows, cols = torch.nonzero(b["answer_mask"], as_tuple=True)
+    assert s["loss"] == "answer-token loss" and s["n_label_tokens"] == len(rows) == 3 * 2
+
+    def hand(lg):
+        lp = lg.log_softmax(-1)[rows, cols - 1]
+        return -lp.gather(-1, ids[rows, cols][:, None]).squeeze(-1)
+
+    lb, la = hand(res.logits_before), hand(res.logits_after)
+    assert s["mean_loss_before"] == pytest.approx(float(lb.mean()), rel=1e-5)
+    assert s["mean_loss_after"] == pytest.approx(float(la.mean()), rel=1e-5)
+    assert s["mean_delta_loss"] == pytest.approx(float((la - lb).mean()), rel=1e-4, abs=1e-7)
+    top_b, top_a = res.logits_before.argmax(-1)[rows, cols - 1], res.logits_after.argmax(-1)[rows, cols - 1]
+    assert s["accuracy_before"] == pytest.approx(float((top_b == ids[rows, cols]).float().mean()))
+    assert s["top1_changed_fraction"] == pytest.approx(float((top_b != top_a).float().mean()))
+    lpb, lpa = res.logits_before.log_softmax(-1), res.logits_after.log_softmax(-1)
+    kl = (lpb.exp() * (lpb - lpa)).sum(-1)[rows, cols - 1]
+    assert s["mean_kl"] == pytest.approx(float(kl.mean()), rel=1e-4)
+    # the all-token mean is a different number: a summary that fell back to it would fail above
+    all_tok = compare(model, ids, iv, attention_mask=mask).summary()
+    assert all_tok["loss"] == "all-token loss" and all_tok["n_label_tokens"] == int(mask[:, 1:].sum())
+    assert abs(all_tok["mean_loss_before"] - s["mean_loss_before"]) > 1e-3
+    assert res.frame()["scored"].sum() == 6
+    with pytest.raises(ValueError, match="labels: shape"):
+        compare(model, ids, iv, labels=labels[:, :-1], attention_mask=mask)
