@@ -2,13 +2,20 @@
 errors, pick example inputs, run traces. Pages call these through :mod:`workbench.state`,
 which adds caching; tests call them directly.
 
+A checkpoint's task is rebuilt from its task.json by ``pulse.data.task_record.load_task``
+(the reader the trainer's writer is tested against). It decides the example inputs (the
+task's held-out ``test`` split, the distribution the model was trained on) and the loss:
+every loss is on the task's labels (``Task.labels_for``: the answer tokens of an
+answers-only model, every token of a language model), named by ``loss_name``. When the task
+cannot be rebuilt, ``Checkpoint.task_problem`` says why; the app shows it, offers no
+example stories and scores every token ("all-token loss").
+
 Errors meant for the user are :class:`WorkbenchError` (a ``ValueError``) with a message
 written for the screen; :class:`InputWarning` strings are shown but do not stop a run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,14 +79,30 @@ def folder_key(path: str | os.PathLike) -> str:
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: model (eval mode), tokenizer, task description and model card."""
+    """A loaded checkpoint: model (eval mode), tokenizer, its task and model card.
+
+    ``task``: the ``pulse.data`` Task rebuilt from task.json, or None; then ``task_problem``
+    says why (no task.json, a record that cannot be rebuilt, a tokenizer that does not match).
+    ``task_record``: task.json as written by the trainer (``{name, kwargs, describe}``)."""
 
     path: Path
     model: Any
     tokenizer: Any
-    task: dict[str, Any] = field(default_factory=dict)
+    task: Any = None
+    task_record: dict[str, Any] = field(default_factory=dict)
+    task_problem: str = ""
     card: str = ""
     key: str = ""
+
+    @property
+    def loss_name(self) -> str:
+        """Which tokens losses are on: the task's (e.g. "answer-token loss"), else "all-token loss"."""
+        return self.task.loss_name if self.task is not None else "all-token loss"
+
+    def labels_for(self, ids: torch.Tensor) -> torch.Tensor:
+        """The labels the model was trained on for these ids (``Task.labels_for``); without a
+        task, every token (the all-token loss)."""
+        return self.task.labels_for(ids) if self.task is not None else ids.clone()
 
     @property
     def name(self) -> str:
@@ -134,19 +157,35 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if tokenizer.vocab_size > model.config.vocab_size:
         raise WorkbenchError(f"The tokenizer in {p} has {tokenizer.vocab_size} tokens but the model only "
                              f"{model.config.vocab_size}: they do not belong together.")
-    task: dict[str, Any] = {}
-    if (p / "task.json").is_file():
-        try:
-            task = json.loads((p / "task.json").read_text(encoding="utf-8"))
-            if not isinstance(task, dict):
-                task = {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            task = {}
+    task, record, problem = _load_task(p, model)
     card = ""
     if (p / "model_card.md").is_file():
         card = (p / "model_card.md").read_text(encoding="utf-8", errors="replace")
     model.eval()
-    return Checkpoint(path=p, model=model, tokenizer=tokenizer, task=task, card=card, key=folder_key(p))
+    return Checkpoint(path=p, model=model, tokenizer=tokenizer, task=task, task_record=record, task_problem=problem,
+                      card=card, key=folder_key(p))
+
+
+NO_TASK_CONSEQUENCE = ("The workbench therefore does not know which tokens this model was trained to predict: "
+                       "every loss shown is the all-token loss, and there are no example stories (type a text).")
+
+
+def _load_task(p: Path, model: Any) -> tuple[Any, dict[str, Any], str]:
+    """(task or None, task.json record or {}, the reason there is no task or "")."""
+    from pulse.data.task_record import TaskRecordError, load_task
+
+    try:
+        task, record = load_task(p)
+    except TaskRecordError as e:
+        return None, {}, f"No task for this checkpoint: {e}. {NO_TASK_CONSEQUENCE}"
+    except Exception as e:  # noqa: BLE001 - e.g. a text task whose data is not on this machine; shown, not hidden
+        return None, {}, (f"The task in {p / 'task.json'} could not be rebuilt: {type(e).__name__}: {e}. "
+                          f"{NO_TASK_CONSEQUENCE}")
+    if task.vocab_size > model.config.vocab_size:
+        return None, record, (f"The task in {p / 'task.json'} ({record['name']}) has {task.vocab_size} tokens but "
+                              f"the model only {model.config.vocab_size}: they do not belong together. "
+                              f"{NO_TASK_CONSEQUENCE}")
+    return task, record, ""
 
 
 # ------------------------------------------------------------------ examples
@@ -157,53 +196,28 @@ class Example:
     title: str = ""
 
 
-def task_name(task: dict[str, Any]) -> str | None:
-    name = task.get("name") or task.get("task")
-    return name if isinstance(name, str) else None
-
-
-def _story_config(task: dict[str, Any]):
-    from pulse.data import StoryWorldConfig
-
-    cfg = task.get("config")
-    if isinstance(cfg, dict):
-        try:
-            return StoryWorldConfig.from_dict(cfg)
-        except (TypeError, ValueError):
-            pass
-    return StoryWorldConfig()
-
-
 def examples(ckpt: Checkpoint, n: int = 8) -> list[Example]:
-    """Example inputs for a checkpoint: held-out story-world stories (with their per-token
-    roles) for a story-world model, eval rows for an algorithmic task, else stories when the
-    tokenizer knows the story-world words; [] when nothing fits."""
-    name = task_name(ckpt.task)
-    if name in ("mqar", "selective_copy", "induction"):
-        try:
-            from pulse.data import build_task
-
-            cfg = ckpt.task.get("config") if isinstance(ckpt.task.get("config"), dict) else {}
-            task = build_task(name, **cfg)
-            batch = task.make_split("eval", n)
-            out = []
-            for i in range(batch["input_ids"].shape[0]):
-                ids = batch["input_ids"][i][batch["attention_mask"][i] > 0].tolist()
-                out.append(Example(task.tokenizer.decode(ids), None, f"{name} eval row {i}"))
-            return out
-        except Exception:  # noqa: BLE001 - fall back to stories below
-            pass
-    from pulse.data import generate_dataset
-
-    cfg = _story_config(ckpt.task)
-    stories = generate_dataset(n, cfg, seed=f"{cfg.seed}-eval")
+    """Example inputs from the checkpoint's own task, held-out ``test`` split (``eval`` for
+    text tasks): story-world stories with their per-token roles, or decoded rows. [] when the
+    checkpoint has no task (``ckpt.task_problem`` says why). A task that cannot make its
+    split raises a :class:`WorkbenchError` naming the task."""
+    task = ckpt.task
+    if task is None:
+        return []
+    try:
+        if hasattr(task, "stories"):  # story world: the generated stories, with ground truth
+            return [Example(s.text, list(s.roles), f"test story {i} ({len(s.tokens)} tokens, "
+                                                   f"{len(s.questions)} question{'s' if len(s.questions) != 1 else ''})")
+                    for i, s in enumerate(task.stories("test", n))]
+        split = "test" if task.name != "text" else "eval"
+        batch = task.make_split(split, n)
+    except Exception as e:  # noqa: BLE001
+        raise WorkbenchError(f"Could not make example inputs from the task {task.name!r} of {ckpt.path}: "
+                             f"{type(e).__name__}: {e}") from e
     out = []
-    for i, s in enumerate(stories):
-        if getattr(ckpt.tokenizer, "alphabet", None) is not None:
-            unknown = [w for w in s.tokens if ckpt.tokenizer.token_to_id(w) is None]
-            if unknown:
-                return []  # this tokenizer does not speak the story world
-        out.append(Example(s.text, list(s.roles), f"story {i} ({len(s.tokens)} tokens)"))
+    for i in range(batch["input_ids"].shape[0]):
+        ids = batch["input_ids"][i][batch["attention_mask"][i] > 0].tolist()
+        out.append(Example(task.tokenizer.decode(ids), None, f"{task.name} {split} row {i}"))
     return out
 
 
@@ -301,6 +315,8 @@ class Run:
     categories: list[str]
     trace: Any
     text: str
+    labels: list[int] = field(default_factory=list)  # the scored targets, -100 = not scored
+    loss_name: str = "all-token loss"
 
     @property
     def T(self) -> int:
@@ -309,12 +325,48 @@ class Run:
     def input_ids(self) -> torch.Tensor:
         return torch.tensor([self.ids], dtype=torch.long)
 
+    def label_ids(self) -> torch.Tensor:
+        """[1, T] labels of this run (the checkpoint's task's; every token without a task)."""
+        return torch.tensor([self.labels or self.ids], dtype=torch.long)
+
     def loss(self) -> np.ndarray:
+        """[T] per-token loss on the labelled tokens (NaN on the tokens the model is not scored on)."""
         return self.trace["loss.per_token"][0].numpy()
 
+    def n_loss_tokens(self) -> int:
+        return int(np.isfinite(self.loss()).sum())
+
     def mean_loss(self) -> float:
+        """Mean of :meth:`loss` over the labelled tokens (:attr:`loss_name`); NaN when there are none."""
         v = self.loss()
         return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+    def loss_label(self) -> str:
+        """e.g. "answer-token loss, n=2": what :meth:`mean_loss` is over."""
+        return f"{self.loss_name}, n={self.n_loss_tokens()}"
+
+    def no_loss_reason(self) -> str:
+        """Why there is no loss to show ("" when there is one)."""
+        if self.n_loss_tokens():
+            return ""
+        if self.loss_name == "answer-token loss":
+            return ("This text has no answer tokens: the model was trained to predict only the answers "
+                    "(the token after each '?'), so there is no loss to show. Add a question, e.g. "
+                    "'where is mary ? kitchen .'")
+        return "One token only: there is no next-token loss to show."
+
+
+def loss_explanation(loss_name: str) -> str:
+    """One phrase saying which tokens a loss named ``loss_name`` is on."""
+    return {"answer-token loss": "the answer tokens (the token after each '?' in a story, the answer positions of "
+                                 "an algorithmic task), the only tokens this model was trained to predict",
+            "all-token loss": "every token after the first (the next-token loss of a language model; also what a "
+                              "folder without a task gets)"}.get(loss_name, loss_name)
+
+
+def fmt_loss(value: float, digits: int = 3) -> str:
+    """A loss for a metric: the number, or "n/a" when there are no scored tokens (NaN)."""
+    return f"{value:.{digits}f}" if np.isfinite(value) else "n/a"
 
 
 def trace_text(ckpt: Checkpoint, text: str, categories: list[str] | None = None,
@@ -324,12 +376,14 @@ def trace_text(ckpt: Checkpoint, text: str, categories: list[str] | None = None,
 
     enc = encode_text(ckpt.tokenizer, text, max_tokens)
     ids = torch.tensor([enc.ids], dtype=torch.long)
+    labels = ckpt.labels_for(ids)
     with torch.no_grad():
-        _, tr = run_with_trace(ckpt.model, ids, names=TRACE_NAMES, top_k=5, prompt=text)
+        _, tr = run_with_trace(ckpt.model, ids, names=TRACE_NAMES, top_k=5, prompt=text, labels=labels)
+    tr.metadata["loss"] = ckpt.loss_name
     cats = categories if categories is not None and len(categories) == len(enc.ids) else \
         [token_category(t) for t in enc.tokens]
     tr.token_strings = [enc.tokens]
-    return Run(enc.ids, enc.tokens, cats, tr, text), enc.warnings
+    return Run(enc.ids, enc.tokens, cats, tr, text, labels[0].tolist(), ckpt.loss_name), enc.warnings
 
 
 def generate_text(ckpt: Checkpoint, prompt: str, max_new_tokens: int = 40, temperature: float = 1.0,

@@ -112,7 +112,11 @@ def _model_picker() -> Checkpoint | None:
 
 def _input_picker(ckpt: Checkpoint) -> tuple[str, list[str] | None, str] | None:
     st.sidebar.header("Input")
-    exs = examples(ckpt)
+    try:
+        exs = examples(ckpt)
+    except WorkbenchError as e:  # the task exists but cannot make its split: say so, offer free text
+        st.error(str(e))
+        exs = []
     sources = list(SOURCES) if exs else list(SOURCES[1:])
     source = st.sidebar.radio("Text from", sources, key="wb_source")
     if source == "Example story":
@@ -151,6 +155,8 @@ def sidebar() -> Context | None:
     ckpt = _model_picker()
     if ckpt is None:
         return None
+    if ckpt.task_problem:
+        st.warning(ckpt.task_problem)
     picked = _input_picker(ckpt)
     if picked is None:
         return None
@@ -165,7 +171,7 @@ def sidebar() -> Context | None:
         return None
     for w in warnings:
         st.warning(w)
-    st.sidebar.caption(f"{ckpt.name} · {run.T} tokens · mean loss {run.mean_loss():.3f}")
+    st.sidebar.caption(f"{ckpt.name} · {run.T} tokens · mean {run.loss_label()}: {core.fmt_loss(run.mean_loss())}")
     return Context(ckpt, run, warnings, source)
 
 
@@ -256,6 +262,7 @@ def claim_checks(path: str, key: str, text: str, categories: tuple[str, ...] | N
     run, _ = _run(path, key, text, categories)
     model = _copy.deepcopy(ckpt.model).eval()
     ids = run.input_ids()
+    labels = run.label_ids()  # the losses of the checks are on the tokens the model was trained on
     results = []
     t1 = run.T
     t0 = max(0, t1 - 256)
@@ -265,8 +272,8 @@ def claim_checks(path: str, key: str, text: str, categories: tuple[str, ...] | N
         r["claim"] = f"slot_specialisation (layer {layer})"
         results.append(r)
     if ckpt.bank_layers():
-        results.append(importance_predicts_ablation(model, ids))
-        results.append(pruning_beats_random(model, ids, n_random=8))
+        results.append(importance_predicts_ablation(model, ids, labels=labels))
+        results.append(pruning_beats_random(model, ids, labels=labels, n_random=8))
     return results
 
 

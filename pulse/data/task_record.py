@@ -47,7 +47,9 @@ def read_task_record(folder: str | os.PathLike) -> dict[str, Any]:
         raise TaskRecordError(str(e)) from None
     if not isinstance(info.get("name"), str):
         raise TaskRecordError(f"{path}: expected an object with a task 'name' (a string) and 'kwargs'")
-    if not isinstance(info.get("kwargs", {}), dict):
+    if "kwargs" not in info:  # e.g. an old hand-written {name, config}: never rebuild it with defaults
+        raise TaskRecordError(f"{path}: no 'kwargs' (the build_task arguments); write it with task_record_json")
+    if not isinstance(info["kwargs"], dict):
         raise TaskRecordError(f"{path}: 'kwargs' must be an object, got {type(info['kwargs']).__name__}")
     return info
 

@@ -50,9 +50,16 @@ if ctx is not None:
         name_a, name_b = "this text", "other text"
     if other_run is not None:
         c = st.columns(3)
-        c[0].metric(f"Mean loss: {name_a}", f"{run.mean_loss():.4f}")
-        c[1].metric(f"Mean loss: {name_b}", f"{other_run.mean_loss():.4f}",
-                    delta=f"{other_run.mean_loss() - run.mean_loss():+.4f}", delta_color="inverse")
+        la, lb = run.mean_loss(), other_run.mean_loss()
+        c[0].metric(f"Mean loss: {name_a} ({run.loss_label()})", core.fmt_loss(la, 4))
+        c[1].metric(f"Mean loss: {name_b} ({other_run.loss_label()})", core.fmt_loss(lb, 4),
+                    delta=f"{lb - la:+.4f}" if np.isfinite(la) and np.isfinite(lb) else None, delta_color="inverse")
+        if run.loss_name != other_run.loss_name:
+            st.warning(f"The two losses are on different tokens: {name_a} is scored on its {run.loss_name} "
+                       f"({core.loss_explanation(run.loss_name)}), {name_b} on its {other_run.loss_name} "
+                       f"({core.loss_explanation(other_run.loss_name)}): compare them with care.")
+        else:
+            st.caption(f"Both losses: {run.loss_name}, over {core.loss_explanation(run.loss_name)}.")
         same_tokens = other_run.ids == run.ids
         c[2].metric("Tokens", f"{run.T} vs {other_run.T}")
         T = min(run.T, other_run.T)
@@ -62,7 +69,7 @@ if ctx is not None:
             if not same_tokens:
                 st.caption("The two tokenizers split the text differently: positions are compared as they come.")
             state.plot(charts.loss_comparison(pos, run.tokens[t0:t1], run.loss()[t0:t1], other_run.loss()[t0:t1],
-                                              name_a, name_b, title="Per-token loss, both runs"), key="cmp_loss")
+                                              name_a, name_b, title="Per-token loss on the scored tokens, both runs"), key="cmp_loss")
         else:
             left, right = st.columns(2)
             with left:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from workbench import state
+from workbench import core, state
 
 st.title("Export")
 state.explain(
@@ -18,7 +18,9 @@ if ctx is not None:
                                         tuple(run.categories) if run.categories else None)
         st.download_button("Download trace (Parquet, zip)", data, file_name=f"{ckpt.name}-trace.zip",
                            mime="application/zip", key="export_download", type="primary")
-        st.caption(f"{len(data) / 1024:.0f} KiB, {len(names)} files, {run.T} tokens.")
+        st.caption(f"{len(data) / 1024:.0f} KiB, {len(names)} files, {run.T} tokens. The loss in "
+                   f"token_loss.parquet is the {run.loss_label()}, on {core.loss_explanation(run.loss_name)}; "
+                   "NaN on every other token (metadata.json records which under \"loss\").")
         st.dataframe({"file": names}, hide_index=True)
         st.code("import duckdb\nduckdb.sql(\"select layer, slot, avg(weight) from 'trace/routing.parquet' "
                 "group by all order by all\")", language="python")

@@ -45,13 +45,13 @@ if ctx is not None and state.require(bool(ctx.ckpt.bank_layers()),
             if how == "Pick slots":
                 if not slots:
                     raise ValueError("pick at least one slot")
-                res = compare(model, ids, [prune_slots(layer, slots)])
+                res = compare(model, ids, [prune_slots(layer, slots)], labels=run.label_ids())
                 after = res.loss_after[0].numpy()
                 n = len(slots)
             else:
                 n = model.prune_low_importance_states(t)
                 with torch.no_grad():
-                    after = per_token_loss(model(ids)["logits"].float(), ids)[0].numpy()
+                    after = per_token_loss(model(ids)["logits"].float(), run.label_ids())[0].numpy()
             st.session_state["prune_result"] = {"key": (ckpt.key, run.text), "label": label, "n": n,
                                                 "before": run.loss(), "after": after}
         except Exception as e:  # noqa: BLE001
@@ -66,6 +66,6 @@ if ctx is not None and state.require(bool(ctx.ckpt.bank_layers()),
         c[1].metric("Mean loss before", f"{np.nanmean(before):.4f}")
         c[2].metric("Mean loss after", f"{np.nanmean(after):.4f}", delta=f"{np.nanmean(delta):+.4f}",
                     delta_color="inverse")
-        st.caption(f"Intervention: `{res['label']}`. Loss delta per token = after − before.")
+        st.caption(f"Intervention: `{res['label']}`. Loss delta per token = after − before; losses: {run.loss_label()}.")
         t0, t1 = state.window(run.T, key="prune")
         state.plot(charts.loss_delta_bars(range(t0, t1), run.tokens[t0:t1], delta[t0:t1]), key="prune_delta")

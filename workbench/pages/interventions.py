@@ -66,7 +66,7 @@ if ctx is not None:
         try:
             model = state.working_copy(ckpt)
             ids = run.input_ids()
-            res = compare(model, ids, ivs)
+            res = compare(model, ids, ivs, labels=run.label_ids(), loss_name=run.loss_name)
             after_tr = None
             if banks:
                 with intervene(model, *ivs):
@@ -81,20 +81,33 @@ if ctx is not None:
         res = out["res"]
         s = res.summary()
         st.caption(f"Applied: `{out['label']}`")
+        scored = f"{s['loss']}, n={s['n_label_tokens']}"
+        if not s["n_label_tokens"]:
+            st.info(run.no_loss_reason())
         c = st.columns(4)
-        c[0].metric("Mean loss before", f"{s['mean_loss_before']:.4f}")
-        c[1].metric("Mean loss after", f"{s['mean_loss_after']:.4f}", delta=f"{s['mean_delta_loss']:+.4f}",
-                    delta_color="inverse")
-        c[2].metric("Mean KL(before‖after)", f"{s['mean_kl']:.4f}")
-        c[3].metric("Top-1 prediction changed", f"{100 * s['top1_changed_fraction']:.1f}%")
+        c[0].metric(f"Mean loss before ({scored})", core.fmt_loss(s["mean_loss_before"], 4))
+        c[1].metric(f"Mean loss after ({scored})", core.fmt_loss(s["mean_loss_after"], 4),
+                    delta=f"{s['mean_delta_loss']:+.4f}" if s["n_label_tokens"] else None, delta_color="inverse")
+        c[2].metric("Mean KL(before‖after), scored tokens", core.fmt_loss(s["mean_kl"], 4))
+        c[3].metric("Top-1 prediction changed, scored tokens", f"{100 * s['top1_changed_fraction']:.1f}%"
+                    if s["n_label_tokens"] else "n/a")
+        st.caption(f"All four are over the {s['n_label_tokens']} scored tokens: {core.loss_explanation(s['loss'])} "
+                   f"(KL and top-1 at the predictions of those tokens). Top-1 accuracy on them "
+                   f"{100 * s['accuracy_before']:.1f}% → {100 * s['accuracy_after']:.1f}%. Over every position: "
+                   f"mean KL {s['mean_kl_all_positions']:.4f}, top-1 changed "
+                   f"{100 * s['top1_changed_fraction_all_positions']:.1f}%." if s["n_label_tokens"] else
+                   f"Over every position: mean KL {s['mean_kl_all_positions']:.4f}, top-1 changed "
+                   f"{100 * s['top1_changed_fraction_all_positions']:.1f}%.")
         t0, t1 = state.window(run.T, key="iv")
         pos, toks = range(t0, t1), run.tokens[t0:t1]
         before, after = res.loss_before[0].numpy(), res.loss_after[0].numpy()
         left, right = st.columns(2)
         with left:
-            state.plot(charts.loss_strip(pos, toks, before[t0:t1], title="Before: per-token loss"), key="iv_before")
+            state.plot(charts.loss_strip(pos, toks, before[t0:t1], title=f"Before: per-token {s['loss']}"),
+                       key="iv_before")
         with right:
-            state.plot(charts.loss_strip(pos, toks, after[t0:t1], title="After: per-token loss"), key="iv_after")
+            state.plot(charts.loss_strip(pos, toks, after[t0:t1], title=f"After: per-token {s['loss']}"),
+                       key="iv_after")
         state.plot(charts.loss_delta_bars(pos, toks, (after - before)[t0:t1]), key="iv_delta")
         if out["after_tr"] is not None:
             layer = st.selectbox("Read weights of layer", banks, key="iv_show_layer")
@@ -108,6 +121,7 @@ if ctx is not None:
                                                title="After: slot read weights"), key="iv_rw_after")
         changed = np.nonzero(res.top1_changed[0].numpy())[0]
         if len(changed):
+            st.caption("Every position whose top-1 prediction changed (the prediction made after reading it).")
             tok = ckpt.tokenizer
             st.dataframe([{"pos": int(p), "token": run.tokens[p],
                            "top-1 before": tok.decode([int(res.top1_before[0, p])]),

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from workbench import charts, state
+from workbench import charts, core, state
 
 st.title("Overview")
 state.explain(
@@ -17,7 +17,9 @@ if ctx is not None:
     cfg = ckpt.config
     c = st.columns(4)
     c[0].metric("Tokens", run.T)
-    c[1].metric("Mean loss (nats)", f"{run.mean_loss():.3f}")
+    c[1].metric(f"Mean {run.loss_label()} (nats)", core.fmt_loss(run.mean_loss()),
+                help=f"Mean over the {run.n_loss_tokens()} scored tokens: {core.loss_explanation(run.loss_name)}. "
+                     "The loss strip below shows only those tokens.")
     c[2].metric("Parameters", f"{ckpt.num_parameters():,}")
     c[3].metric("Layers × heads", f"{cfg.num_layers} × {cfg.num_heads}")
     parts = ["linear attention with per-head decay", "local convolution"]
@@ -31,11 +33,13 @@ if ctx is not None:
     with st.expander("Model card", expanded=False):
         st.markdown(ckpt.card or "_This folder has no model_card.md._")
         st.json(cfg.to_dict(), expanded=False)
-        if ckpt.task:
-            st.json(ckpt.task, expanded=False)
+        if ckpt.task_record:
+            st.json(ckpt.task_record, expanded=False)
 
     t0, t1 = state.window(run.T, key="overview")
     loss = run.loss()
+    if run.no_loss_reason():
+        st.info(run.no_loss_reason())
     state.plot(charts.loss_strip(range(t0, t1), run.tokens[t0:t1], loss[t0:t1]), key="overview_loss")
 
     st.subheader("What the model expects next")
