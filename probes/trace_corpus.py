@@ -10,8 +10,15 @@
   with ``"input_ids"`` or ``"text"``); text is encoded with the tokenizer saved in the
   checkpoint folder (``pulse.data.load_tokenizer``);
 * a safetensors file with ``input_ids`` ``[N, T]`` (and optionally ``attention_mask``);
-* a task name of ``pulse.data.build_task`` (e.g. ``story_world``; its eval split), built with
-  the arguments in the checkpoint's ``task.json`` when it names the same task.
+* a task name of ``pulse.data.build_task`` (e.g. ``story_world``; its eval split): the
+  checkpoint's own task, rebuilt from its ``task.json`` by ``pulse.data.task_record.load_task``
+  (refused when task.json names another task or cannot be rebuilt; built with default
+  arguments, with a note, only when the folder has no task.json).
+
+The loss (``token_loss``) is on the tokens the model was trained to predict: the labels of
+the checkpoint's task (``Task.labels_for``; e.g. only the answers of an answers-only story
+model), for files as for task data; without a task.json every token is scored. ``_meta``
+records which under ``"loss"``.
 
 Output: for each tidy table kind of :mod:`probes.frames` that the traces have,
 ``OUT/<kind>/shard=<r>/part-<r>.parquet`` with an ``example`` column (the global example
@@ -56,18 +63,32 @@ def _tokenizer(checkpoint: Path):
                          f"(.safetensors or .jsonl with input_ids)")
 
 
-def _task_kwargs(checkpoint: Path, name: str) -> dict[str, Any]:
-    """The task arguments the checkpoint was trained with, if its task.json names ``name``."""
-    path = checkpoint / "task.json"
-    if not path.is_file():
-        return {}
+def checkpoint_task(checkpoint: Path) -> Any:
+    """The checkpoint's task (``load_task``), or None when the folder has no task.json; a
+    task.json that cannot be rebuilt stops the run with the reason."""
+    from pulse.data.task_record import TASK_FILE, TaskRecordError, load_task
+
+    if not (checkpoint / TASK_FILE).is_file():
+        return None
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"--checkpoint: {path} is not valid JSON ({e})")
-    if not isinstance(info, dict) or info.get("name") != name:
-        return {}
-    return dict(info.get("kwargs") or {})
+        return load_task(checkpoint)[0]
+    except TaskRecordError as e:
+        raise SystemExit(f"--checkpoint: {e}") from None
+
+
+def _data_task(checkpoint: Path, name: str) -> Any:
+    """The task ``name`` for ``--data NAME``: the checkpoint's own (see the module doc)."""
+    from pulse.data import build_task
+
+    task = checkpoint_task(checkpoint)
+    if task is None:
+        print(f"note: {checkpoint} has no task.json; --data {name} uses the task's default arguments",
+              file=sys.stderr)
+        return build_task(name)
+    if task.name != name:
+        raise SystemExit(f"--data: {checkpoint} was trained on task {task.name!r} (its task.json), not {name!r}; "
+                         f"pass --data {task.name} or a file")
+    return task
 
 
 def load_examples(data: str, checkpoint: Path, limit: int | None = None,
@@ -109,12 +130,12 @@ def load_examples(data: str, checkpoint: Path, limit: int | None = None,
         raise SystemExit(f"--data: {path}: expected .txt, .jsonl or .safetensors")
     else:
         try:
-            from pulse.data import available_tasks, build_task
+            from pulse.data import available_tasks
         except Exception as e:  # noqa: BLE001
             raise SystemExit(f"--data: {data!r} is not a file, and pulse.data failed to import ({e})")
         if data not in available_tasks():
             raise SystemExit(f"--data: {data!r} is neither a file nor a task ({available_tasks()})")
-        batch = build_task(data, **_task_kwargs(checkpoint, data)).eval_set(n=limit, seq_len=seq_len)
+        batch = _data_task(checkpoint, data).eval_set(n=limit, seq_len=seq_len)
         for i in range(batch["input_ids"].shape[0]):
             m = batch.get("attention_mask")
             out.append((batch["input_ids"][i], None if m is None else m[i].float()))
@@ -153,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_pretrained(ckpt).eval()
     rank, world = rank_and_world()
     examples = load_examples(args.data, ckpt, args.limit, args.seq_len)
+    task = checkpoint_task(ckpt)  # scores the tokens the model was trained on; None: every token
+    loss_name = task.loss_name if task is not None else "all-token loss"
     mine = list(range(rank, len(examples), world))
     out = Path(args.out)
     tmp_files: dict[str, tuple[Path, Path]] = {}
@@ -181,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n, ex in enumerate(iterator):
             ids, mask = examples[ex]
+            labels = None if task is None else task.labels_for(ids[None], None if mask is None else mask[None])
             _, tr = run_with_trace(model, ids[None], attention_mask=None if mask is None else mask[None],
-                                   names=args.names, tokenizer=tokenizer, top_k=args.top_k)
+                                   names=args.names, tokenizer=tokenizer, top_k=args.top_k, labels=labels)
             kinds = tr.available_frames()
             for kind in PIECE_KINDS:
                 if kind in kinds:
@@ -209,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_text(out / "_meta" / f"shard={rank}.json", json.dumps(
         {"rank": rank, "world_size": world, "examples": mine, "num_examples_total": len(examples),
-         "data": args.data, "checkpoint": str(ckpt), "names": args.names, "tables": sorted(writers),
+         "data": args.data, "checkpoint": str(ckpt), "names": args.names, "tables": sorted(writers), "loss": loss_name,
          "metadata": meta}, indent=1, default=str))
     return 0
 
