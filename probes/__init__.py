@@ -4,7 +4,8 @@ Tracing (``trace``, ``run_with_trace``, ``Trace``), tidy tables (``tr.frame(kind
 Parquet export (``tr.to_parquet``, ``Trace.from_parquet``, ``trace_to_parquet_streaming``),
 decay-weighted attention (``decay_attention_matrix``, ``head_summary``), interventions
 (``intervene``, ``compare`` and the concrete ones), Captum attributions
-(``probes.attribution``), linear probes and claim checks. Imports one way: probes -> pulse.
+(``probes.attribution``), linear probes, claim checks, and what a model uses (``measure_usage``,
+``checkpoint_usage``: accuracy and loss with each mechanism off, ``probes.usage``). Imports one way: probes -> pulse.
 """
 
 from probes.attention import decay_attention_matrix, decay_bound, half_life, head_summary
@@ -29,6 +30,7 @@ from probes.interventions import (
 )
 from probes.linear_probes import fit_softmax_probe, run_probes, slot_token_features, token_features
 from probes.parquet import TraceFormatError, read_trace, trace_to_parquet_streaming, write_trace
+from probes.usage import UsageCacheError, UsageReport, checkpoint_usage, find_mechanisms, measure_usage
 from probes.trace import SCHEMA_VERSION, Trace, hook_sites, per_token_loss, run_with_trace, select_hooks, trace
 
 __all__ = [
@@ -40,4 +42,5 @@ __all__ = [
     "memory_off", "set_decay", "patch_activation",
     "fit_softmax_probe", "run_probes", "token_features", "slot_token_features",
     "importance_predicts_ablation", "slot_specialisation", "pruning_beats_random", "slower_decay_attends_further",
+    "UsageReport", "UsageCacheError", "measure_usage", "checkpoint_usage", "find_mechanisms",
 ]
