@@ -7,8 +7,11 @@ held-out stories the loss change from pruning, in every block's bank,
 * the lowest-importance half of the alive slots (``bank.prune_lowest``), versus
 * a random half of the alive slots (``bank.prune_states``), for several seeds,
 
-each on a fresh copy of the model, through the real alive mask. Prints both, measured
-(nothing is asserted), as a table and one JSON line.
+each on a fresh copy of the model, through the real alive mask. The loss is on the task's
+labels, the tokens the model was trained to predict (``pulse.training.evaluate_model`` scores
+``labels``: the answer tokens of an answers-only model, every token of a language model);
+the table and the JSON say which and over how many tokens. Prints both, measured (nothing
+is asserted), as a table and one JSON line.
 
     python scripts/pruning_experiment.py [--checkpoint checkpoints/story-world-pulse] [--n 500] [--seeds 5]
     python scripts/pruning_experiment.py --train-config configs/tiny.yaml --steps 50
@@ -25,10 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pulse.evaluate import _load_task  # noqa: E402
+from pulse.data.task_record import load_task  # noqa: E402
 from pulse.pretrained import load_pretrained  # noqa: E402
 from pulse.training.evaluation import evaluate_model  # noqa: E402
 
@@ -76,8 +81,10 @@ def main(argv=None) -> int:
     if not _banks(model):
         print(f"{directory}: the model has no state bank (num_states = 0)", file=sys.stderr)
         return 2
-    task, _ = _load_task(directory)
+    task, _ = load_task(directory)
     data = task.make_split("test", n=args.n)
+    if not torch.equal(task.labels_for(data["input_ids"], data["attention_mask"]), data["labels"]):
+        raise RuntimeError(f"{task.name}: labels_for disagrees with make_split's labels")  # the one labelling
 
     base = evaluate_model(model, data)
     imp = evaluate_model(prune_by_importance(model), data)
@@ -89,7 +96,8 @@ def main(argv=None) -> int:
 
     rand_d = [delta(m) for m in rand]
     result = {
-        "checkpoint": str(directory), "n": args.n, "alive_before": [b.get_active_count() for _, b in _banks(model)],
+        "checkpoint": str(directory), "n": args.n, "loss": task.loss_name, "label_tokens": base["tokens"],
+        "alive_before": [b.get_active_count() for _, b in _banks(model)],
         "importance": importance,
         "base": {"loss": base["loss"], "accuracy": base["accuracy"]},
         "prune_lowest_importance_half": {"loss": imp["loss"], "accuracy": imp["accuracy"], "loss_change": delta(imp)},
@@ -99,6 +107,7 @@ def main(argv=None) -> int:
         },
     }
     print(f"held-out {task.name} test split, {args.n} sequences; slots alive per bank: {result['alive_before']}")
+    print(f"loss = {task.loss_name}, n={base['tokens']} tokens (the tokens the model was trained to predict)")
     for layer, values in importance.items():
         print(f"  importance {layer}: {values}")
     print(f"{'':34}{'loss':>9}{'d loss':>10}{'accuracy':>10}")

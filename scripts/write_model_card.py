@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pulse.data.task_record import load_task  # noqa: E402
 from pulse.evaluate import evaluate_checkpoint  # noqa: E402
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "task.json", "training.json", "metrics.json")
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--notes", default="")
     args = p.parse_args(argv)
     run, dest, base = Path(args.run_dir), Path(args.dest), Path(args.baseline)
+    task_obj, task = load_task(run)  # the trainer's task.json, rebuilt (refused by name when it cannot be)
     dest.mkdir(parents=True, exist_ok=True)
     for f in FILES:
         shutil.copy2(run / f, dest / f)
@@ -52,7 +54,6 @@ def main(argv=None) -> int:
     s = json.loads((run / "metrics.json").read_text())
     bs = json.loads((base / "metrics.json").read_text())
     training = json.loads((run / "training.json").read_text())
-    task = json.loads((run / "task.json").read_text())
     config = json.loads((run / "config.json").read_text())
     tc = training["train"]
     stopped = (f" Training was stopped by `train.max_time_s` at step {s['step']} of {s['steps']} "
@@ -84,7 +85,7 @@ A {config['model_type'].upper()} causal language model of the PULSE Workbench, t
 
 ## Held-out metrics (measured by `python -m pulse.evaluate`, {args.n} test sequences)
 
-| model | parameters | steps | wall time | loss | answer accuracy | sequence accuracy |
+| model | parameters | steps | wall time | {task_obj.loss_name} | answer accuracy | sequence accuracy |
 |---|---|---|---|---|---|---|
 {_row(f"this model ({m['model_type']})", m, s)}
 {_row(f"Transformer baseline, same width/depth/steps/batch", b, bs)}
