@@ -102,10 +102,16 @@ def decay_bound(gamma: float, mass: float = 0.9) -> int:
 
 
 def attention_distances(A: torch.Tensor, ts: np.ndarray, ss: np.ndarray, mass: float = 0.9,
-                        real: torch.Tensor | None = None) -> tuple[float, float]:
+                        real: torch.Tensor | None = None, effective: bool = True) -> tuple[float, float]:
     """(mean attention distance, mean over rows of the smallest distance holding ``mass`` of the
-    row's attention) measured from a materialised ``A``. Distances count real tokens when
-    ``real`` [T] is given."""
+    row's attention) measured from a materialised ``A``.
+
+    Each row is normalised by its own total (negative entries clipped to 0 first), so a row
+    that does not sum to 1 (a window whose columns start after 0, the eps in the normaliser,
+    an unnormalised implicit attention) gives the distances of its *measured* share: scaling
+    a row changes nothing. Rows with no positive weight are skipped. With ``real`` [T] (1 =
+    real token) distances count real tokens only and rows whose query is padding are skipped
+    (a padded position predicts nothing). ``effective=False`` skips the second number (NaN)."""
     A = A.clamp_min(0)
     if real is None:
         dist = torch.from_numpy(ts[:, None] - ss[None, :]).double()
@@ -115,14 +121,19 @@ def attention_distances(A: torch.Tensor, ts: np.ndarray, ss: np.ndarray, mass: f
     dist = dist.clamp_min(0)
     total = A.sum(1)
     ok = total > 0
-    mean_dist = ((A * dist).sum(1)[ok] / total[ok]).mean().item() if ok.any() else float("nan")
-    effs = []
-    for i in torch.nonzero(ok).flatten().tolist():
-        order = torch.argsort(dist[i])
-        cm = torch.cumsum(A[i][order], 0) / total[i]
-        j = int(torch.searchsorted(cm, torch.tensor([mass], dtype=cm.dtype)).item())
-        effs.append(float(dist[i][order][min(j, len(order) - 1)]))
-    return mean_dist, float(np.mean(effs)) if effs else float("nan")
+    if real is not None:
+        ok &= real[ts] > 0.5
+    if not ok.any():
+        return float("nan"), float("nan")
+    A, dist, total = A[ok], dist[ok], total[ok]
+    mean_dist = ((A * dist).sum(1) / total).mean().item()
+    if not effective:
+        return mean_dist, float("nan")
+    order = torch.argsort(dist, dim=1, stable=True)
+    d_sorted = torch.gather(dist, 1, order)
+    cm = torch.cumsum(torch.gather(A, 1, order), 1) / total[:, None]
+    j = torch.searchsorted(cm, torch.full((cm.shape[0], 1), mass, dtype=cm.dtype)).clamp_max(cm.shape[1] - 1)
+    return mean_dist, float(torch.gather(d_sorted, 1, j).mean())
 
 
 def head_summary(tr: Trace, layer: int | None = None, window: tuple[int, int] | None = None,
