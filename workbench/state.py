@@ -12,6 +12,7 @@ keyed by that model key and the text.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,38 @@ def claim_checks(path: str, key: str, text: str, categories: tuple[str, ...] | N
         results.append(importance_predicts_ablation(model, ids, labels=labels))
         results.append(pruning_beats_random(model, ids, labels=labels, n_random=8))
     return results
+
+
+USAGE_N = int(os.environ.get("PULSE_WORKBENCH_USAGE_N", "256"))  # held-out examples of the usage table
+
+
+@st.cache_data(show_spinner="Measuring what this model relies on (its held-out split, each mechanism off)…",
+               max_entries=8)
+def _usage(path: str, key: str, n: int) -> dict:
+    from probes.usage import checkpoint_usage
+
+    ckpt = _checkpoint(path, key)  # usage.json is used when it was measured for these weights and n
+    return checkpoint_usage(path, n=n, model=working_copy(ckpt), write=False).to_dict()
+
+
+def usage(ckpt: Checkpoint, n: int | None = None):
+    """(UsageReport, None), or (None, why) when the task cannot be rebuilt: the
+    :mod:`probes.usage` table of ``ckpt``, cached per checkpoint."""
+    from probes.usage import UsageReport
+
+    try:
+        return UsageReport.from_dict(_usage(str(ckpt.path), ckpt.key, int(n or USAGE_N))), None
+    except Exception as e:  # noqa: BLE001 - the page says why instead of a traceback
+        return None, f"{type(e).__name__}: {e}"
+
+
+def usage_line(ckpt: Checkpoint, *mechanisms: str) -> None:
+    """One line per page: how much the page's mechanism matters on this model (see Overview)."""
+    report, why = usage(ckpt)
+    if report is None:
+        st.caption(f"How much this model uses it is unknown: {why}")
+        return
+    st.markdown("**How much this model uses it.** " + " ".join(report.sentence(m) for m in mechanisms))
 
 
 @st.cache_data(show_spinner="Writing Parquet…", max_entries=8)

@@ -7,9 +7,10 @@ from workbench.charts.states import (gates_over_time, importance_bars, memory_re
                                      routing_sankey, slot_attribution, slot_heatmap, token_lines)
 from workbench.charts.tokens import (loss_comparison, loss_delta_bars, loss_strip, token_attribution_bars,
                                      top_predictions)
+from workbench.charts.usage import usage_bars
 
 __all__ = [
     "decay_attention_heatmap", "half_life_bars", "claim_verdicts", "gates_over_time", "importance_bars",
     "memory_reads_heatmap", "per_slot_bars", "routing_sankey", "slot_attribution", "slot_heatmap", "token_lines",
-    "loss_comparison", "loss_delta_bars", "loss_strip", "token_attribution_bars", "top_predictions",
+    "loss_comparison", "loss_delta_bars", "loss_strip", "token_attribution_bars", "top_predictions", "usage_bars",
 ]

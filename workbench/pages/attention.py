@@ -16,6 +16,7 @@ if ctx is not None:
     from probes import decay_attention_matrix, head_summary
 
     run, tr, cfg = ctx.run, ctx.run.trace, ctx.ckpt.config
+    state.usage_line(ctx.ckpt, "linear_attention", "decay_short")
     c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", list(range(cfg.num_layers)), key="attention_layer")
     head = c2.selectbox("Head", list(range(cfg.num_heads)), key="attention_head")

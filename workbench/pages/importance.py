@@ -19,6 +19,7 @@ if ctx is not None and state.require(bool(ctx.ckpt.bank_layers()),
     from probes.trace import per_token_loss
 
     run, ckpt = ctx.run, ctx.ckpt
+    state.usage_line(ckpt, "state_bank")
     imp = run.trace.frame("importance")
     thr = float(ckpt.config.prune_threshold)
     layer = st.selectbox("Layer", ckpt.bank_layers(), key="importance_layer")

@@ -14,6 +14,7 @@ ctx = state.context()
 if ctx is not None and state.require(bool(ctx.ckpt.config.use_memory),
                                      "This model has no key-value memory (config use_memory = false)."):
     run, tr, cfg = ctx.run, ctx.run.trace, ctx.ckpt.config
+    state.usage_line(ctx.ckpt, "memory")
     c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", list(range(cfg.num_layers)), key="memory_layer")
     value = c2.radio("Cell value", ["read weight", "score"], horizontal=True, key="memory_value")

@@ -12,6 +12,29 @@ state.explain(
     "surprised). PULSE carries a fixed-size <b>state</b> from token to token instead of looking back at "
     "every earlier token; the other pages open that state up.")
 ctx = state.context()
+if ctx is not None:  # leads with what the model uses: a mechanism it does not use explains nothing
+    st.subheader("What this model relies on")
+    usage, why = state.usage(ctx.ckpt)
+    if usage is None:
+        st.info(f"What this model relies on cannot be measured for this checkpoint: {why}")
+    else:
+        um = usage.meta
+        st.caption(
+            f"Held-out answer accuracy with one mechanism switched off at a time ({um.get('task', 'its task')}, "
+            f"`{um.get('split', 'test')}` split, n = {usage.n} examples, {um['n_answer_tokens']} answers; "
+            f"error bars: {round(100 * um['confidence'])}% paired bootstrap CI over examples). Solid line: "
+            f"intact; dashed: chance (always the most frequent answer, {um['chance_accuracy']:.3f}). "
+            f"Loss = {um['loss_name']}.")
+        heads = st.checkbox("Show each head's decay", value=False, key="overview_usage_heads")
+        state.plot(charts.usage_bars(usage.rows, chance=um["chance_accuracy"], heads=heads,
+                                     confidence=um["confidence"]), key="overview_usage")
+        ranked = sorted(usage.mechanisms(), key=lambda m: (usage.row(m) or {}).get("delta_accuracy") or 0.0)
+        if ranked:
+            st.markdown("**Largest effect.** " + usage.sentence(ranked[0]))
+        with st.expander("Every mechanism, and the table", expanded=False):
+            for m in ranked[1:]:
+                st.markdown("- " + usage.sentence(m))
+            st.dataframe(usage.frame(), hide_index=True)
 if ctx is not None:
     ckpt, run = ctx.ckpt, ctx.run
     cfg = ckpt.config

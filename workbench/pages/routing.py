@@ -15,6 +15,7 @@ if ctx is not None and state.require(bool(ctx.ckpt.bank_layers()),
                                      "This model has no state bank (config num_states = 0): nothing is routed."):
     run = ctx.run
     layers = ctx.ckpt.bank_layers()
+    state.usage_line(ctx.ckpt, "state_bank")
     c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", layers, key="routing_layer")
     kind = c2.radio("Weights", ["write (routing)", "read"], horizontal=True, key="routing_kind")
