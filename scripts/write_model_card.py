@@ -6,7 +6,9 @@
 Copies the model files of RUN_DIR (config.json, model.safetensors, tokenizer.json, task.json,
 training.json, metrics.json) into DEST_DIR, evaluates both runs with ``pulse.evaluate`` on
 1000 held-out test sequences, and writes DEST_DIR/model_card.md with the command, data,
-steps, hardware, wall time and the measured metrics of the model and of the baseline.
+steps, hardware, wall time and the measured metrics of the model and of the baseline, led by
+what the model uses (``probes.usage``: held-out accuracy with each mechanism off, cached in
+DEST_DIR/usage.json; ``--usage-n`` examples, default 512).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from pulse.data.task_record import load_task  # noqa: E402
 from pulse.evaluate import evaluate_checkpoint  # noqa: E402
+from probes.usage import checkpoint_usage  # noqa: E402
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "task.json", "training.json", "metrics.json")
 
@@ -29,6 +32,16 @@ FILES = ("config.json", "model.safetensors", "tokenizer.json", "task.json", "tra
 def _row(name: str, metrics: dict, summary: dict) -> str:
     return (f"| {name} | {metrics['num_parameters']:,} | {summary['step']} | {summary['wall_time_s']:.0f} s | "
             f"{metrics['loss']:.4f} | **{metrics['accuracy']:.4f}** | {metrics['sequence_accuracy']:.4f} |")
+
+
+def usage_section(dest: Path, n: int = 512, device: str = "cpu") -> str:
+    """The card's "What this model uses" section: the ``probes.usage`` table of ``dest`` on ``n``
+    held-out examples (also written to ``dest/usage.json``, keyed by the weights hash)."""
+    u = checkpoint_usage(dest, n=n, device=device)
+    lines = "\n".join(f"- {u.sentence(m)}" for m in u.mechanisms())
+    return (f"## What this model uses\n\n{u.markdown()}\n{lines}\n\nMeasured with "
+            f"`probes.usage.checkpoint_usage(\"{dest.as_posix()}\", n={n})` on {u.meta['device']} "
+            f"({u.meta['seconds']:.0f} s); the table is cached in `usage.json`.\n")
 
 
 def main(argv=None) -> int:
@@ -42,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--title", default="")
     p.add_argument("--notes", default="")
+    p.add_argument("--usage-n", type=int, default=512, help="held-out examples of the usage table")
     args = p.parse_args(argv)
     run, dest, base = Path(args.run_dir), Path(args.dest), Path(args.baseline)
     task_obj, task = load_task(run)  # the trainer's task.json, rebuilt (refused by name when it cannot be)
@@ -60,6 +74,7 @@ def main(argv=None) -> int:
                f"(the cosine schedule spans {s['steps']} steps)." if s.get("stopped_by_time") else "")
     bstopped = (f" The baseline stopped at step {bs['step']} of {bs['steps']}." if bs.get("stopped_by_time") else "")
     events = s.get("state_bank_events") or []
+    usage = usage_section(dest, n=args.usage_n)
     card = f"""# {args.title or dest.name}
 
 A {config['model_type'].upper()} causal language model of the PULSE Workbench, trained from scratch on the
@@ -67,6 +82,7 @@ A {config['model_type'].upper()} causal language model of the PULSE Workbench, t
 
     python -m pulse.evaluate --checkpoint {dest.as_posix()} --n {args.n}
 
+{usage}
 ## Training
 
 - Command: `{args.command}`

@@ -242,3 +242,22 @@ def test_markdown_and_bad_input():
         find_mechanisms(CopyModel(), short_half_life=0)
     custom = [Mechanism("intact", "-", None, "intact")]
     assert [r["mechanism"] for r in measure_usage(CopyModel(), copy_data(4), mechanisms=custom).rows] == ["intact"]
+
+
+def test_model_card_section_is_the_cached_table(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from pulse.io import weights_hash
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "write_model_card.py"
+    spec = importlib.util.spec_from_file_location("write_model_card", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder, model = _folder(tmp_path)
+    section = mod.usage_section(folder, n=20)
+    cached = read_usage_cache(folder, weights_hash(model))
+    assert cached is not None and cached.n == 20
+    assert section.startswith("## What this model uses") and cached.markdown() in section
+    for m in cached.mechanisms():
+        assert cached.sentence(m) in section
