@@ -71,3 +71,60 @@ def test_half_life_and_distances(plain_model, ids):
     assert len(df) == 4 and (df.half_life > 0).all() and (df.effective_context >= 0).all()
     g = plain_model.blocks[0].attn.decay().detach()
     assert df.half_life.iloc[0] == pytest.approx(math.log(0.5) / math.log(float(g[0])))
+
+
+def test_distances_of_rows_that_do_not_sum_to_one():
+    import numpy as np
+
+    ts, ss = np.arange(3), np.arange(3)
+    A = torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [0.8, 0.1, 0.1]], dtype=torch.float64)
+    ref = attention_distances(A, ts, ss, mass=0.9)
+    # each row is normalised by its own total: scaling rows (a truncated window, eps) changes nothing
+    scaled = A * torch.tensor([[0.4], [3.0], [0.05]], dtype=torch.float64)
+    assert attention_distances(scaled, ts, ss, mass=0.9) == pytest.approx(ref, abs=1e-12)
+    # a row measured in part: [0.2, 0.2] of a row that sums to 0.4 -> distances of that share
+    part = torch.tensor([[0.0, 0, 0], [0.2, 0.2, 0], [0.0, 0, 0]], dtype=torch.float64)
+    mean_d, eff = attention_distances(part, ts, ss, mass=0.9)
+    assert mean_d == pytest.approx(0.5) and eff == 1.0  # the all-zero rows are skipped, not counted as 0
+    # negative entries are clipped to 0 before normalising
+    neg = torch.tensor([[1.0, 0, 0], [-0.5, 1.0, 0], [0.0, -2.0, 2.0]], dtype=torch.float64)
+    assert attention_distances(neg, ts, ss, mass=0.9) == pytest.approx((0.0, 0.0))
+    # nothing to measure: NaN, not 0
+    assert all(math.isnan(v) for v in attention_distances(torch.zeros(3, 3, dtype=torch.float64), ts, ss))
+
+
+def test_distances_match_a_per_row_loop():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.rand(9, 12, generator=g, dtype=torch.float64).tril(3) * torch.rand(9, 1, generator=g, dtype=torch.float64)
+    ts, ss = np.arange(3, 12), np.arange(12)
+    real = torch.ones(12, dtype=torch.float64)
+    real[[1, 6]] = 0
+    c = torch.cumsum(real, 0)
+    means, effs = [], []
+    for i, t in enumerate(ts):
+        if real[t] == 0:
+            continue
+        row = A[i].clamp_min(0)
+        d = (c[t] - c[torch.as_tensor(ss)]).clamp_min(0)
+        means.append(float((row * d).sum() / row.sum()))
+        order = torch.argsort(d, stable=True)
+        cm = torch.cumsum(row[order], 0) / row.sum()
+        effs.append(float(d[order][int((cm < 0.7).sum())]))
+    got = attention_distances(A, ts, ss, mass=0.7, real=real)
+    assert got == pytest.approx((np.mean(means), np.mean(effs)), abs=1e-12)
+
+
+def test_head_summary_ignores_padded_positions(plain_model):
+    """A padded row's summary equals the summary of its real tokens alone (padded query rows
+    predict nothing and are skipped)."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 50, (2, 21), generator=g)
+    mask = torch.ones(2, 21)
+    mask[0, 15:] = 0  # right padding
+    _, padded = run_with_trace(plain_model, ids, attention_mask=mask, names="blocks.*.attn.*")
+    _, alone = run_with_trace(plain_model, ids[:1, :15], names="blocks.*.attn.*")
+    a, b = head_summary(padded, sample=0), head_summary(alone, sample=0)
+    for col in ("mean_distance", "effective_context"):
+        assert a[col].tolist() == pytest.approx(b[col].tolist(), abs=1e-5)

@@ -188,3 +188,31 @@ def test_compare_summary_is_on_the_labels_only():
     assert res.frame()["scored"].sum() == 6
     with pytest.raises(ValueError, match="labels: shape"):
         compare(model, ids, iv, labels=labels[:, :-1], attention_mask=mask)
+
+
+@pytest.mark.parametrize("name", ["blocks.0.hook_resid_post", "blocks.1.attn.hook_out"])
+def test_patch_activation_over_a_slice_takes_the_source_values(plain_model, name):
+    """Over a slice of positions the patched hook carries the source run's values, and every
+    other position keeps the value of the unpatched run (this hook's own value: downstream
+    positions of later layers may change)."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randint(1, 50, (2, 1, 12), generator=g)
+    with trace(plain_model, names=name) as tr_a:
+        plain_model(a)
+    with trace(plain_model, names=name) as tr_b:
+        plain_model(b)
+    src, orig = tr_b[name], tr_a[name]
+    axis = 2 if ".attn." in name else 1
+    with intervene(plain_model, patch_activation(name, tr_b, positions=slice(3, 7))):
+        with trace(plain_model, names=name) as tr_p:
+            plain_model(a)
+    got = tr_p[name]
+    inside = torch.zeros(12, dtype=torch.bool)
+    inside[3:7] = True
+    assert torch.equal(got.index_select(axis, torch.nonzero(inside).flatten()),
+                       src.index_select(axis, torch.nonzero(inside).flatten()))
+    assert torch.equal(got.index_select(axis, torch.nonzero(~inside).flatten()),
+                       orig.index_select(axis, torch.nonzero(~inside).flatten()))
+    assert not torch.equal(src.index_select(axis, torch.nonzero(inside).flatten()),
+                           orig.index_select(axis, torch.nonzero(inside).flatten()))  # the patch changed something
+    assert no_hooks(plain_model)
