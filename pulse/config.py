@@ -100,6 +100,9 @@ class PulseConfig(ConfigBase):
     num_heads: int = 4
     intermediate_size: int | None = None  # default: 8/3 * hidden, rounded to 32
     conv_kernel_size: int = 4
+    # false: the block mixes tokens with the local convolution only (no linear attention), so
+    # nothing in the mixer reaches further back than conv_kernel_size tokens
+    use_linear_attention: bool = True
     chunk_size: int = 64
     # per-head decay gamma_h is initialised with half-lives spread geometrically in this range
     decay_half_life_min: float = 4.0
@@ -122,6 +125,9 @@ class PulseConfig(ConfigBase):
     state_gate_type: str = "gru"
     state_num_heads: int = 4
     state_communication: bool = True
+    # 'mean': a slot is written with the routed mean at full strength; 'mass': the write is
+    # scaled by the routing mass the slot received in the chunk (see pulse.nsm.state_bank)
+    state_write_mode: str = "mean"
     prune_threshold: float = 0.3
     importance_reg: float = 0.0
     # special tokens
@@ -152,6 +158,10 @@ class PulseConfig(ConfigBase):
             _positive_int(self, "max_states")
             _check(self.max_states >= self.num_states, "max_states",
                    f"must be >= num_states ({self.num_states}), got {self.max_states}")
+        _check(self.state_write_mode in ("mean", "mass"), "state_write_mode",
+               f"must be 'mean' or 'mass', got {self.state_write_mode!r}")
+        _check(isinstance(self.use_linear_attention, bool), "use_linear_attention",
+               f"must be true or false, got {self.use_linear_attention!r}")
         _check(self.state_gate_type in ("gru", "lstm"), "state_gate_type",
                f"must be 'gru' or 'lstm', got {self.state_gate_type!r}")
         if self.num_states:

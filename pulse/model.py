@@ -100,11 +100,15 @@ class PulseModel(nn.Module):
         state: PulseState | None = None,
         attn_mode: str = "auto",
     ) -> dict[str, Any]:
-        _validate_inputs(input_ids, attention_mask, self.config.vocab_size)
+        # inside a CUDA-graph capture nothing may wait on the GPU: the data-dependent checks
+        # ran at the eager warm-up steps, and a given mask is always applied (all ones = no-op)
+        capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing:
+            _validate_inputs(input_ids, attention_mask, self.config.vocab_size)
         if state is not None and len(state.layers) != len(self.blocks):
             raise ValueError(f"state: has {len(state.layers)} layers, the model has {len(self.blocks)}")
         mask = None
-        if attention_mask is not None and not attention_mask.bool().all():
+        if attention_mask is not None and (capturing or not attention_mask.bool().all()):
             mask = attention_mask.to(torch.float32)
         x = self.hook_embed(self.embed_tokens(input_ids))
         if mask is not None:

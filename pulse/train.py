@@ -25,6 +25,7 @@ uninterrupted run's losses and weights exactly (same device, same world size).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -51,6 +52,7 @@ from pulse.training.checkpoint import (
 from pulse.training.config import RunConfig, load_run_config, parse_override
 from pulse.training.data import train_batch
 from pulse.training.evaluation import autocast_context, evaluate_model
+from pulse.training.graph_step import GraphedTrainStep, make_capturable
 from pulse.training.optim import CosineSchedule, build_optimizer
 
 __all__ = ["train", "main", "build_run_task", "build_model", "TASK_FILE", "TRAINING_FILE"]
@@ -308,6 +310,13 @@ def _train(run, tc, out: Path, info: pdist.DistInfo, resume, stop_after, progres
         save_checkpoint(checkpoint_path(out, step), model, optimizer, param_names, state, side_files)
         prune_old_checkpoints(out, tc.keep_checkpoints)
 
+    graph, side = None, None
+    if tc.cuda_graph:
+        if device.type != "cuda" or info.world_size != 1:
+            raise ConfigError("train.cuda_graph: needs one CUDA device and one process")
+        make_capturable(optimizer, device)
+        side = torch.cuda.Stream(device)
+
     model.train()
     t0 = time.perf_counter()
     last_log_t, last_log_tokens = t0, 0
@@ -328,13 +337,24 @@ def _train(run, tc, out: Path, info: pdist.DistInfo, resume, stop_after, progres
         lr = schedule.apply(optimizer, step0)
         tokens += int(batch["attention_mask"].sum()) * info.world_size
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast_context(device, amp):
-            loss, lm_loss, aux = wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        loss.backward()
-        if tc.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if graph is None and tc.cuda_graph and step0 - start_step >= tc.graph_warmup:
+            torch.cuda.current_stream().wait_stream(side)
+            graph = GraphedTrainStep(wrapped, model, optimizer, tc.grad_clip, batch)
+        if graph is not None:
+            loss, lm_loss, aux, grad_norm = graph(batch)
+        else:
+            if side is not None:  # warm-up before a capture runs on a side stream
+                side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                with autocast_context(device, amp):
+                    loss, lm_loss, aux = wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"])
+                loss.backward()
+                if tc.grad_clip > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if side is not None:
+                torch.cuda.current_stream().wait_stream(side)
         sums += torch.stack([loss.detach(), lm_loss.detach(), aux.detach()]).double()
         n_sum += 1
 

@@ -49,10 +49,11 @@ class UnifiedBlock(nn.Module):
         self.config = c = config
         D = c.hidden_size
         self.norm_mixer = RMSNorm(D, c.rms_norm_eps)
-        self.attn = LinearAttention(D, c.num_heads, c.chunk_size, c.linear_attn_eps,
-                                    c.decay_half_life_min, c.decay_half_life_max)
+        if c.use_linear_attention:
+            self.attn = LinearAttention(D, c.num_heads, c.chunk_size, c.linear_attn_eps,
+                                        c.decay_half_life_min, c.decay_half_life_max)
+            self.fusion_gate = nn.Linear(D, D)
         self.conv = LocalConv(D, c.conv_kernel_size)
-        self.fusion_gate = nn.Linear(D, D)
         self.mixer_out = nn.Linear(D, D, bias=False)
         self.sublayer_norms = nn.ModuleDict()
         if c.use_recurrent_state:
@@ -72,6 +73,7 @@ class UnifiedBlock(nn.Module):
                 enable_communication=c.state_communication,
                 prune_threshold=c.prune_threshold,
                 max_states=c.resolved_max_states,
+                write_mode=c.state_write_mode,
             )
         for name in self.stateful_sublayer_names():
             self.sublayer_norms[name] = RMSNorm(D, c.rms_norm_eps)
@@ -79,7 +81,8 @@ class UnifiedBlock(nn.Module):
         self.ffn = SwiGLU(D, c.resolved_intermediate_size, c.dropout)
         self.dropout = nn.Dropout(c.dropout)
         self.hook_resid_pre = HookPoint()
-        self.hook_fusion_gate = HookPoint()
+        if c.use_linear_attention:
+            self.hook_fusion_gate = HookPoint()
         self.hook_mixer_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.hook_resid_post = HookPoint()
@@ -89,10 +92,9 @@ class UnifiedBlock(nn.Module):
         return [n for n in ("recurrent", "memory", "states") if hasattr(self, n)]
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> BlockState:
-        state = {
-            "attn": self.attn.init_state(batch_size, device, dtype),
-            "conv": self.conv.init_state(batch_size, device, dtype),
-        }
+        state = {"conv": self.conv.init_state(batch_size, device, dtype)}
+        if hasattr(self, "attn"):
+            state["attn"] = self.attn.init_state(batch_size, device, dtype)
         for name in self.stateful_sublayer_names():
             state[name] = getattr(self, name).init_state(batch_size, device, dtype)
         return state
@@ -107,12 +109,15 @@ class UnifiedBlock(nn.Module):
         state = state or {}
         x = self.hook_resid_pre(x)
         h = self.norm_mixer(x)
-        attn_out, attn_state = self.attn(h, mask, state.get("attn"), mode=attn_mode)
         conv_out, conv_state = self.conv(h, mask, state.get("conv"))
-        gate = self.hook_fusion_gate(torch.sigmoid(self.fusion_gate(h)))  # [B, T, D]
-        mixed = self.hook_mixer_out(self.mixer_out(gate * attn_out + (1 - gate) * conv_out))
+        new_state: BlockState = {"conv": conv_state}
+        if hasattr(self, "attn"):
+            attn_out, new_state["attn"] = self.attn(h, mask, state.get("attn"), mode=attn_mode)
+            gate = self.hook_fusion_gate(torch.sigmoid(self.fusion_gate(h)))  # [B, T, D]
+            mixed = self.hook_mixer_out(self.mixer_out(gate * attn_out + (1 - gate) * conv_out))
+        else:  # convolution only
+            mixed = self.hook_mixer_out(self.mixer_out(conv_out))
         x = x + self.dropout(mixed)
-        new_state: BlockState = {"attn": attn_state, "conv": conv_state}
         for name in self.stateful_sublayer_names():
             delta, new_state[name] = getattr(self, name)(self.sublayer_norms[name](x), mask, state.get(name))
             x = x + self.dropout(delta)

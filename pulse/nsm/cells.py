@@ -70,8 +70,11 @@ class GatedCell(nn.Module):
         dim: state and input width ``D``.
         gate_type: ``'gru'`` or ``'lstm'``.
 
-    ``forward(x [..., D], h [..., D], c [..., D] | None, hooks) -> (h_new, c_new | None, gates)``
-    where ``gates`` maps the names in :data:`GATE_NAMES` to tensors ``[..., D]`` (after hooks).
+    ``forward(x [..., D], h [..., D], c [..., D] | None, hooks, mass [..., 1] | None)
+    -> (h_new, c_new | None, gates)`` where ``gates`` maps the names in :data:`GATE_NAMES` to
+    tensors ``[..., D]`` (after hooks). ``mass`` in [0, 1] scales the step: the GRU's update
+    gate becomes ``mass * z`` (before its hook); the LSTM moves ``h`` and ``c`` by ``mass`` of
+    the way to their new values.
     """
 
     def __init__(self, dim: int, gate_type: str = "gru") -> None:
@@ -99,13 +102,15 @@ class GatedCell(nn.Module):
         h: torch.Tensor,
         c: Optional[torch.Tensor] = None,
         hooks: Optional[Mapping[str, Hook]] = None,
+        mass: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor], dict[str, torch.Tensor]]:
         gi = F.linear(x, self.weight_ih, self.bias)  # [..., G*D]
         if self.gate_type == "gru":
             i_r, i_z, i_h = gi.chunk(3, dim=-1)
             w_r, w_z, w_h = self.weight_hh.chunk(3, dim=0)
             r = _apply(hooks, "reset", torch.sigmoid(i_r + F.linear(h, w_r)))
-            z = _apply(hooks, "update", torch.sigmoid(i_z + F.linear(h, w_z)))
+            z = torch.sigmoid(i_z + F.linear(h, w_z))
+            z = _apply(hooks, "update", z if mass is None else mass * z)
             cand = _apply(hooks, "candidate", torch.tanh(i_h + F.linear(r * h, w_h)))
             h_new = (1 - z) * h + z * cand
             return h_new, None, {"reset": r, "update": z, "candidate": cand}
@@ -117,8 +122,13 @@ class GatedCell(nn.Module):
         f = _apply(hooks, "forget", torch.sigmoid(a_f))
         g_ = _apply(hooks, "candidate", torch.tanh(a_g))
         o = _apply(hooks, "output", torch.sigmoid(a_o))
-        c_new = _apply(hooks, "cell", f * c + i * g_)
+        c_new = f * c + i * g_
         h_new = o * torch.tanh(c_new)
+        if mass is not None:
+            c_new, h_new = c + mass * (c_new - c), h + mass * (h_new - h)
+        c_new = _apply(hooks, "cell", c_new)
+        if "cell" in (hooks or {}):  # an edited cell sets the output it implies
+            h_new = o * torch.tanh(c_new) if mass is None else h + mass * (o * torch.tanh(c_new) - h)
         return h_new, c_new, {"input": i, "forget": f, "candidate": g_, "output": o, "cell": c_new}
 
 

@@ -19,7 +19,12 @@ Semantics (causal, parallel over the sequence). Let ``C = chunk_size``.
   The sums of an unfinished chunk are carried in the state (``pending_u``, ``pending_w``),
   so any split of a text into calls (down to one token per call) gives the same outputs.
 * **Update.** ``bank <- GatedCell(u, bank)`` (GRU or LSTM equations of :mod:`pulse.nsm.cells`),
-  then multi-head communication among alive slots (residual + LayerNorm). Dead slots stay
+  then multi-head communication among alive slots (residual + LayerNorm). With
+  ``write_mode='mass'`` the cell's step is scaled by the routed mass
+  ``m_s = min(sum_t w[t,s], 1)``: the GRU update gate becomes ``m_s * z`` (that product is what
+  ``hook_update_gate`` shows), the LSTM moves ``h, c`` by ``m_s`` of the way to their new values.
+  Averaging the routed tokens (``'mean'``) gives a slot that received almost no weight a
+  full-strength write of whatever little reached it; the mass gate keeps such slots intact. Dead slots stay
   unchanged; their values never enter any computation (they are replaced by 0 before use).
 * **Read.** ``r[t, s] = softmax over alive s of (W_rq x_t) . (W_rk b_s) / sqrt(dk)``,
   ``read_t = sum_s r[t,s] * importance_s * b_s``, ``delta_t = W_o read_t`` (0 at pads).
@@ -74,6 +79,12 @@ from pulse.hooks import HookPoint
 from pulse.nsm.cells import GatedCell, SlotCommunication, check_gate_type, check_positive_int
 from pulse.nsm.manager import SlotBookkeeping, _check_threshold
 
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+WRITE_MODES = ("mean", "mass")
+
 _GATE_HOOKS = {
     "gru": {"reset": "hook_reset_gate", "update": "hook_update_gate"},
     "lstm": {"input": "hook_input_gate", "forget": "hook_forget_gate", "output": "hook_output_gate"},
@@ -96,6 +107,9 @@ class StateBank(SlotBookkeeping, nn.Module):
             start dead and can be revived with :meth:`allocate_states`.
         importance_init: importance of fresh slots, in (0, 1).
         eps: added to the routing-weight total of each slot.
+        write_mode: ``'mean'`` (the slot is updated with the routed mean ``u`` at full
+            strength) or ``'mass'`` (the update is scaled by the routed mass
+            ``m = min(sum_t w[t, s], 1)``, so a slot few tokens route to barely changes).
 
     ``forward(x [B,T,D], mask [B,T] | None, state | None) -> (delta [B,T,D], new_state)``.
     """
@@ -113,6 +127,7 @@ class StateBank(SlotBookkeeping, nn.Module):
         max_states: Optional[int] = None,
         importance_init: float = 0.9,
         eps: float = 1e-6,
+        write_mode: str = "mean",
     ) -> None:
         super().__init__()
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -132,6 +147,9 @@ class StateBank(SlotBookkeeping, nn.Module):
         self.importance_init = float(importance_init)
         self.enable_communication = bool(enable_communication)
         self.eps = float(eps)
+        if write_mode not in WRITE_MODES:
+            raise ValueError(f"write_mode must be one of {WRITE_MODES}, got {write_mode!r}")
+        self.write_mode = write_mode
         self.key_dim = state_dim
         self._init_bookkeeping(max_states, state_dim, num_states)
 
@@ -200,7 +218,8 @@ class StateBank(SlotBookkeeping, nn.Module):
             mask = torch.ones(b, t, device=dev, dtype=dtype)
         if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (b, t):
             raise ValueError(f"mask must be [B, T] = {(b, t)}, got {getattr(mask, 'shape', mask)}")
-        if state is None:
+        fresh = state is None
+        if fresh:
             state = self.init_state(b, dev, dtype)
         self._check_state(state, b)
         c_size, s = self.chunk_size, self.max_states
@@ -208,8 +227,13 @@ class StateBank(SlotBookkeeping, nn.Module):
 
         imp = self.hook_importance(torch.sigmoid(self.importance_logits).to(dtype))  # [S]
         alive = self.hook_alive(self.alive.to(dtype)) > 0.5  # [S] bool
-        if not bool(alive.any()):
+        if not _capturing() and not bool(alive.any()):
             raise ValueError("alive: the state bank has no alive slot")
+        # Fast path (training, prompts): a fresh state and no hook registered on this bank. The
+        # chunk counts then have static upper bounds, so nothing waits on the GPU (CUDA-graph
+        # capturable), and the scan keeps only what the forward needs. Chunks past a row's end
+        # carry no tokens and are never applied, so the result is the same as the exact path.
+        fast = fresh and not self._hooks_active()
 
         # ---- per-token bookkeeping: relative chunk ids and in-chunk slots
         m = mask > 0  # [B, T]
@@ -221,9 +245,12 @@ class StateBank(SlotBookkeeping, nn.Module):
         pos_in_chunk = (n - 1) % c_size
         total = count + cums[:, -1] if t > 0 else count
         n_upd = torch.div(total, c_size, rounding_mode="floor") - k0  # [B] updates in this call
-        u_max = int(n_upd.max().item()) if b > 0 else 0
-        rel_real = torch.where(m, rel, torch.full_like(rel, -1))
-        j_max = max(int(rel_real.max().item()) + 1 if rel_real.numel() else 1, 1)
+        if fast:
+            u_max, j_max = t // c_size, max((t + c_size - 1) // c_size, 1)
+        else:
+            u_max = int(n_upd.max().item()) if b > 0 else 0
+            rel_real = torch.where(m, rel, torch.full_like(rel, -1))
+            j_max = max(int(rel_real.max().item()) + 1 if rel_real.numel() else 1, 1)
         flat = torch.where(m, rel * c_size + pos_in_chunk, torch.full_like(rel, j_max * c_size))
         gidx = torch.where(m, flat, torch.zeros_like(flat))
 
@@ -280,7 +307,8 @@ class StateBank(SlotBookkeeping, nn.Module):
                 done = n_upd > j  # [B] rows completing chunk j in this call
                 u = su / (sw[..., None] + self.eps)
                 hooks = {g: (lambda _v, _o=ov[h], _j=j: _o[:, _j]) for g, h in gate_hooks.items() if h in ov}
-                h_new, c_new, gates = self.cell(u, bank_c, None if cell is None else cell, hooks)
+                mass = sw.clamp(max=1.0)[..., None] if self.write_mode == "mass" else None
+                h_new, c_new, gates = self.cell(u, bank_c, None if cell is None else cell, hooks, mass)
                 attn = None
                 if self.communication is not None:
                     ah = (lambda _v, _o=ov["hook_slot_attention"], _j=j: _o[:, _j]) if "hook_slot_attention" in ov else None
@@ -308,6 +336,10 @@ class StateBank(SlotBookkeeping, nn.Module):
                     shape = (b, 0, s, ds)
                 out[name] = torch.stack(vals, dim=1) if vals else torch.zeros(shape, dtype=dtype, device=dev)
             return out
+
+        if fast:
+            return self._fast_forward(state, q_w, v_w, q_r, present, n_upd, alive, imp, m, to_tok, total,
+                                      u_max, j_max)
 
         order = ["hook_routing", *gate_hooks.values()]
         if self.communication is not None:
@@ -357,6 +389,62 @@ class StateBank(SlotBookkeeping, nn.Module):
         }
         if self.gate_type == "lstm":
             new_state["cell"] = res["cell"]
+        return delta, new_state
+
+    # ------------------------------------------------------------- fast path
+    def _hooks_active(self) -> bool:
+        from torch.nn.modules import module as _m
+
+        if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+            return True
+        return any(h._forward_hooks or h._forward_pre_hooks for h in self.children() if isinstance(h, HookPoint))
+
+    def _fast_forward(self, state, q_w, v_w, q_r, present, n_upd, alive, imp, m, to_tok, total, u_max, j_max):
+        """The forward of a fresh state with no hooks: the exact path's arithmetic, fewer ops."""
+        b, _, c_size, _ = q_w.shape
+        s, ds = self.max_states, self.state_dim
+        dtype, dev = q_w.dtype, q_w.device
+        scale = 1.0 / math.sqrt(self.key_dim)
+        alive_s = alive[None, :, None]  # [1, S, 1]
+        dead_cols = ~alive[None, None, :]  # [1, 1, S]
+        pres = present.to(dtype)[..., None]  # [B, J, C, 1]
+        bank, cell = state["bank"].to(dtype), state.get("cell")
+        zero = torch.zeros((), dtype=dtype, device=dev)
+        versions, sums, masses = [], [], []
+        for j in range(j_max):
+            versions.append(bank)
+            bank_c = torch.where(alive_s, bank, zero)
+            sc = torch.bmm(q_w[:, j], self.write_key(bank_c).transpose(1, 2)) * scale  # [B, C, S]
+            w = torch.softmax(sc.masked_fill(dead_cols, float("-inf")), dim=-1) * pres[:, j]
+            su = torch.bmm(w.transpose(1, 2), v_w[:, j])  # [B, S, Ds]
+            sw = w.sum(dim=1)  # [B, S]
+            sums.append(su)
+            masses.append(sw)
+            if j >= u_max:
+                continue
+            mass = sw.clamp(max=1.0)[..., None] if self.write_mode == "mass" else None
+            h_new, c_new, _ = self.cell(su / (sw[..., None] + self.eps), bank_c, cell, None, mass)
+            if self.communication is not None:
+                h_new, _ = self.communication(h_new, alive)
+            done = (n_upd > j)[:, None, None] & alive_s  # [B, S, 1]
+            bank = torch.where(done, h_new, bank)
+            if c_new is not None:
+                cell = torch.where(done, c_new, cell)
+        # the unfinished chunk of each row: index n_upd (a zero chunk when the row ended on a boundary)
+        su_all = torch.stack(sums + [torch.zeros_like(sums[0])], dim=1)  # [B, J+1, S, Ds]
+        sw_all = torch.stack(masses + [torch.zeros_like(masses[0])], dim=1)  # [B, J+1, S]
+        last = n_upd.clamp(max=j_max)
+        p_u = su_all.gather(1, last[:, None, None, None].expand(b, 1, s, ds))[:, 0]
+        p_w = sw_all.gather(1, last[:, None, None].expand(b, 1, s))[:, 0]
+
+        vs_c = torch.where(alive[None, None, :, None], torch.stack(versions, dim=1), zero)  # [B, J, S, Ds]
+        sc = torch.einsum("bjcd,bjsd->bjcs", q_r, self.read_key(vs_c)) * scale
+        r_buf = torch.softmax(sc.masked_fill(~alive[None, None, None, :], float("-inf")), dim=-1) * pres
+        read_buf = torch.einsum("bjcs,bjsd->bjcd", r_buf * imp, vs_c)  # [B, J, C, Ds]
+        delta = torch.where(m[..., None], self.out_proj(to_tok(read_buf)), zero)
+        new_state = {"bank": bank, "count": total, "pending_u": p_u, "pending_w": p_w}
+        if self.gate_type == "lstm":
+            new_state["cell"] = cell
         return delta, new_state
 
     def extra_repr(self) -> str:

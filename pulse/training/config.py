@@ -54,6 +54,11 @@ class TrainConfig:
     ``num_workers``: DataLoader worker processes that build batches ahead (``null`` = 2 on
     CUDA, 0 on CPU; batches are the same either way). ``max_time_s`` > 0: stop after this
     many seconds of training (evaluated, saved, and marked ``stopped_by_time`` in the metrics).
+    ``cuda_graph``: capture the whole training step (forward, backward, clipping, AdamW) in one
+    CUDA graph after ``graph_warmup`` eager steps and replay it: the same arithmetic with one
+    launch per step instead of thousands. Needs CUDA, one process, a fixed ``seq_len``,
+    ``amp: none``, and no prune/allocate schedule (they change the graph's inputs); models
+    whose forward waits on the GPU (the key-value memory) cannot be captured.
     """
 
     steps: int = 1000
@@ -79,6 +84,8 @@ class TrainConfig:
     find_unused_parameters: bool | None = None
     num_workers: int | None = None
     max_time_s: float = 0.0
+    cuda_graph: bool = False
+    graph_warmup: int = 3
     # state bank
     prune_every: int = 0
     prune_at: list[int] = field(default_factory=list)
@@ -115,6 +122,18 @@ class TrainConfig:
             raise bad("num_workers", "must be a non-negative integer or null")
         if not is_num(self.max_time_s) or self.max_time_s < 0:
             raise bad("max_time_s", "must be a non-negative number of seconds (0 = no limit)")
+        if not isinstance(self.cuda_graph, bool):
+            raise bad("cuda_graph", "must be true or false")
+        if not is_int(self.graph_warmup) or self.graph_warmup < 1:
+            raise bad("graph_warmup", "must be a positive integer")
+        if self.cuda_graph:
+            if self.seq_len is None:
+                raise bad("seq_len", "must be set with cuda_graph (a graph has fixed shapes)")
+            if self.amp not in ("none",):
+                raise bad("amp", "must be 'none' with cuda_graph")
+            if self.prune_every or self.prune_at or self.allocate_every or self.allocate_at:
+                raise ConfigError("train.cuda_graph: cannot be combined with a prune/allocate schedule "
+                                  "(prune after training instead)")
         if self.seq_len is not None and (not is_int(self.seq_len) or self.seq_len < 2):
             raise bad("seq_len", "must be an integer >= 2 or null")
         if not is_num(self.lr) or not self.lr > 0:

@@ -42,7 +42,10 @@ class CosineSchedule:
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         lr = self(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):  # a captured (CUDA-graph) optimizer reads it in place
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         return lr
 
     def state_dict(self) -> dict[str, Any]:
@@ -51,6 +54,8 @@ class CosineSchedule:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:  # a captured optimizer's device lr
+        return float(value)
     if isinstance(value, tuple):
         return {"__tuple__": [_jsonable(v) for v in value]}
     if isinstance(value, list):
