@@ -35,6 +35,8 @@ def check(res, claim, verdict):
     if d["precondition_failed"] is None:
         assert d["seeds"] == [0, 1, 2] and len(d["per_seed"]) == 3
         assert d["ci_low"] <= d["ci_high"]
+        assert d["ci_low"] == min(p["ci_low"] for p in d["per_seed"])  # the union of the seeds' intervals
+        assert d["ci_high"] == max(p["ci_high"] for p in d["per_seed"])
         if verdict != "inconclusive":  # a verdict holds for every seed; seeds may disagree otherwise
             assert all(p["verdict"] == verdict for p in d["per_seed"])
     return d
@@ -262,6 +264,8 @@ def test_slots_weakly_routed_by_category_are_inconclusive():
     d = check(slot_specialisation(routing_trace(slots, 4), cats, probe=False, **FAST), "slot_specialisation",
               "inconclusive")
     assert d["precondition_failed"] is None and d["ci_low"] < 0 and d["ci_high"] > 0.01
+    # the seeds disagree (one seed's interval excludes 0): no verdict but inconclusive holds for all
+    assert len({p["verdict"] for p in d["per_seed"]}) > 1
 
 
 def test_slot_specialisation_sample_size_rule():
