@@ -31,8 +31,9 @@ claim                                      effect                               
                                            loss increase when the slot is ablated)
 ``pruning_beats_random``                   mean loss increase of random halves minus   0.01 nats
                                            that of the lowest-importance half
-``slot_specialisation``                    MI(argmax routed slot; ground-truth         0.01 nats
-                                           category) minus its shuffled-label mean
+``slot_specialisation``                    MI(argmax routed slot; ground-truth         0.05
+                                           category) minus its shuffled-label mean,
+                                           as a fraction of the category's entropy
 ``slower_decay_attends_further``           Spearman rho(head half-life, measured mean  0.1
                                            attention distance) over heads
 ========================================  ==========================================  ===========
@@ -80,7 +81,7 @@ MIN_EXAMPLES = 30
 N_EXAMPLES = 256
 NEGLIGIBLE_RHO = 0.1
 NEGLIGIBLE_NATS = 0.01
-NEGLIGIBLE_MI = 0.01
+NEGLIGIBLE_MI = 0.05  # of the category's entropy
 NEGLIGIBLE_ACCURACY = 0.02
 
 RULE = ("interval [lo, hi] = union over seeds of the 95% bootstrap intervals of the effect (positive = the "
@@ -333,6 +334,12 @@ def _mi_codes(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> float:
     return float((joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])).sum())
 
 
+def _entropy_codes(c: np.ndarray, nc: int) -> float:
+    p = np.bincount(c, minlength=nc) / max(1, len(c))
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
 def _group_resample(rng: np.random.Generator, starts: np.ndarray, counts: np.ndarray, half: bool = False) -> np.ndarray:
     """Token indices of one resample of whole groups (tokens sorted by group): a bootstrap
     resample (with replacement), or with ``half`` a half-sample (half the groups, without
@@ -352,7 +359,12 @@ def excess_mi(slot: np.ndarray, cat: np.ndarray, groups: np.ndarray, seed: int, 
     (``n_boot_shuffles`` permutations). Half-sampling without replacement has, for smooth
     statistics, the variance of the full-sample estimate, and unlike the with-replacement
     bootstrap it never duplicates a story: duplicates inflate a plug-in MI against its
-    shuffled baseline (the interval would sit above the estimate). Inputs: integer arrays."""
+    shuffled baseline (the interval would sit above the estimate). Inputs: integer arrays.
+
+    ``value`` and the interval are the excess MI as a fraction of the category's entropy
+    H(cat) (each resample divided by its own): the share of the uncertainty about the
+    category that the slot resolves beyond chance (1 = the slot names the category, 0 = it
+    says nothing); ``mi``, ``shuffled_mean`` and ``entropy`` are in nats."""
     _, s = np.unique(slot, return_inverse=True)
     _, c = np.unique(cat, return_inverse=True)
     ns, nc = int(s.max()) + 1 if len(s) else 1, int(c.max()) + 1 if len(c) else 1
@@ -367,10 +379,14 @@ def excess_mi(slot: np.ndarray, cat: np.ndarray, groups: np.ndarray, seed: int, 
         idx = _group_resample(rng, starts, counts, half=True)
         sb, cb = s_o[idx], c_o[idx]
         nullb = np.mean([_mi_codes(sb, rng.permutation(cb), ns, nc) for _ in range(n_boot_shuffles)])
-        boot[r] = _mi_codes(sb, cb, ns, nc) - nullb
+        hb = _entropy_codes(cb, nc)
+        boot[r] = (_mi_codes(sb, cb, ns, nc) - nullb) / hb if hb > 0 else np.nan
     lo, hi = percentile_interval(boot)
-    return {"mi": mi, "shuffled_mean": float(null.mean()) if n_shuffles else float("nan"),
-            "value": mi - float(null.mean()) if n_shuffles else float("nan"), "ci_low": lo, "ci_high": hi,
+    h = _entropy_codes(c, nc)
+    value = (mi - float(null.mean())) / h if n_shuffles and h > 0 else float("nan")
+    return {"mi": mi, "shuffled_mean": float(null.mean()) if n_shuffles else float("nan"), "entropy": h,
+            "excess_mi_nats": mi - float(null.mean()) if n_shuffles else float("nan"),
+            "value": value, "ci_low": lo, "ci_high": hi,
             "p_value": float((1 + (null >= mi - 1e-12).sum()) / (1 + n_shuffles))}
 
 
@@ -417,10 +433,12 @@ def slot_specialisation(tr: Trace, categories: np.ndarray | Sequence, layer: int
                         seed: int = 0, seeds: Sequence[int] | None = None, n_boot: int = N_BOOT,
                         min_examples: int = MIN_EXAMPLES, also: Mapping[str, np.ndarray | Sequence] | None = None,
                         probe: bool = True) -> dict[str, Any]:
-    """Do slots specialise by ground-truth category? Effect: the mutual information (nats)
-    between a token's argmax routed slot (``blocks.{layer}.states.hook_routing``) and its
-    category, minus the same MI with the categories shuffled (``n_shuffles`` permutations);
-    interval: bootstrap over samples (rows). ``categories``: [B, T] or flat [B*T] labels
+    """Do slots specialise by ground-truth category? Effect: the mutual information between a
+    token's argmax routed slot (``blocks.{layer}.states.hook_routing``) and its category, minus
+    the same MI with the categories shuffled (``n_shuffles`` permutations), as a fraction of
+    the category's entropy (:func:`excess_mi`); interval: half-sampling over samples (rows).
+    Entity names are single tokens, so routing by token identity already counts as
+    specialisation by entity (an untrained model can show some). ``categories``: [B, T] or flat [B*T] labels
     (ints or strings; None/-1 = skip); padding and unrouted tokens are skipped.
 
     Reported beside it (``details``): ``probe`` (a linear probe from the routing weights to the
@@ -428,7 +446,7 @@ def slot_specialisation(tr: Trace, categories: np.ndarray | Sequence, layer: int
     against the token's chunk index ``pos // chunk_size`` and against its position, on the same
     tokens: how much routing follows where a token is rather than what it is), and ``also``
     (excess MI for other category grids, e.g. ``{"location": ...}``)."""
-    claim, stat = "slot_specialisation", "excess_mutual_information_nats"
+    claim, stat = "slot_specialisation", "excess_mi_fraction_of_entropy"
     routing = tr[f"blocks.{layer}.states.hook_routing"].float()  # [B, T, S]
     B, T, S = routing.shape
     codes, keep = _category_codes(categories, B, T, "categories")
@@ -552,7 +570,10 @@ def slower_decay_attends_further(tr: Trace, window: tuple[int, int] | None = Non
     hl = np.array([h["half_life"] for h in heads])
     for h, d in zip(heads, M.mean(1) if n else [float("nan")] * len(heads)):
         h["mean_distance"] = float(d)
-    common = dict(n=len(heads), n_examples=n, heads=heads)
+    md = np.array([h["mean_distance"] for h in heads])
+    p = (float(spearmanr(hl, md)[1]) if len(heads) >= 3 and np.isfinite(md).all() and np.ptp(hl) > 0
+         and np.ptp(md) > 0 else float("nan"))
+    common = dict(n=len(heads), n_examples=n, heads=heads, p_value=p)  # p: Spearman test over heads
     if n < min_examples:
         return _inconclusive(claim, stat, f"{n} examples < {min_examples}", NEGLIGIBLE_RHO, **common)
     if len(heads) < MIN_POINTS or np.ptp(hl) < 1e-9:
@@ -609,7 +630,7 @@ def run_claim_checks(model: nn.Module, task: Any, n: int = N_EXAMPLES, seeds: Se
         stories = task.stories(split, n) if hasattr(task, "stories") else None
         for layer, _ in model.state_banks():
             if stories is None:
-                r = _inconclusive("slot_specialisation", "excess_mutual_information_nats",
+                r = _inconclusive("slot_specialisation", "excess_mi_fraction_of_entropy",
                                   "no per-token ground truth for this task", NEGLIGIBLE_MI, layer=layer)
             else:
                 gt = story_ground_truth(stories, ids.shape[1])

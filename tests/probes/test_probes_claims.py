@@ -230,7 +230,7 @@ def test_slots_routed_by_category_are_supported():
     r = slot_specialisation(routing_trace(slots, 4, mask), cats, **FAST)
     d = check(r, "slot_specialisation", "supported")
     assert d["n_tokens"] == 60 * 12 and d["n_examples"] == 60
-    assert abs(d["mi"] - math.log(4)) < 0.02 and d["ci_low"] > 1.0
+    assert abs(d["mi"] - math.log(4)) < 0.02 and d["ci_low"] > 0.95  # the slot names the category
     assert d["probe"]["accuracy"] > 0.95 and d["probe"]["verdict"] == "supported"
     assert d["probe"]["shuffled_accuracy"] < 0.5
 
@@ -242,7 +242,7 @@ def test_slots_routed_by_position_are_not_supported_and_position_is_reported():
     slots = np.broadcast_to(np.arange(T) // 4, (B, T))  # the slot is the chunk index
     d = check(slot_specialisation(routing_trace(slots, 4), cats, **FAST), "slot_specialisation", "not supported")
     assert d["ci_high"] < 0.01
-    assert d["position"]["chunk"]["ci_low"] > 1.0  # routing follows the chunk, fully
+    assert d["position"]["chunk"]["ci_low"] > 0.95  # routing follows the chunk, fully
     assert d["position"]["chunk_probe"]["value"] > 0.5
     assert abs(d["probe"]["value"]) < 0.05 and d["probe"]["accuracy"] < 0.35  # the probe finds no entity either
 
@@ -263,7 +263,7 @@ def test_slots_weakly_routed_by_category_are_inconclusive():
     slots = np.where(rng.random((B, T)) < 0.2, cats, rng.integers(0, 4, size=(B, T)))
     d = check(slot_specialisation(routing_trace(slots, 4), cats, probe=False, **FAST), "slot_specialisation",
               "inconclusive")
-    assert d["precondition_failed"] is None and d["ci_low"] < 0 and d["ci_high"] > 0.01
+    assert d["precondition_failed"] is None and d["ci_low"] < 0 and d["ci_high"] > 0.05
     # the seeds disagree (one seed's interval excludes 0): no verdict but inconclusive holds for all
     assert len({p["verdict"] for p in d["per_seed"]}) > 1
 
@@ -294,7 +294,7 @@ def test_slot_specialisation_skips_unlabelled_tokens_and_reports_other_grids():
     d = check(slot_specialisation(routing_trace(slots, 4), ent, also={"location": loc}, probe=False, **FAST),
               "slot_specialisation", "supported")
     assert d["n_tokens"] == B * 5 and d["n_categories"] == 3
-    assert d["also"]["location"]["ci_high"] < 0.01  # one slot for both places: no location MI
+    assert d["also"]["location"]["ci_high"] < 0.05  # one slot for both places: no location MI
 
 
 # ------------------------------------------------------------------ slower_decay_attends_further
