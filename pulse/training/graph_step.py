@@ -45,7 +45,8 @@ class GraphedTrainStep:
         self.graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
         torch.cuda.synchronize()
-        with torch.cuda.graph(self.graph):
+        # thread_local: the DataLoader's pin-memory thread keeps running during the capture
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             loss, lm_loss, aux = loss_module(self.inputs["input_ids"], self.inputs["attention_mask"],
                                              self.inputs["labels"])
             loss.backward()
