@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("dest")
-    p.add_argument("--baseline", required=True)
+    p.add_argument("--baseline", default=None, help="run folder of the same-budget Transformer baseline, if trained")
     p.add_argument("--command", required=True)
     p.add_argument("--baseline-command", default="")
     p.add_argument("--hardware", default="CPU")
@@ -57,16 +57,17 @@ def main(argv=None) -> int:
     p.add_argument("--notes", default="")
     p.add_argument("--usage-n", type=int, default=512, help="held-out examples of the usage table")
     args = p.parse_args(argv)
-    run, dest, base = Path(args.run_dir), Path(args.dest), Path(args.baseline)
+    run, dest = Path(args.run_dir), Path(args.dest)
+    base = Path(args.baseline) if args.baseline else None
     task_obj, task = load_task(run)  # the trainer's task.json, rebuilt (refused by name when it cannot be)
     dest.mkdir(parents=True, exist_ok=True)
     for f in FILES:
         shutil.copy2(run / f, dest / f)
     m = evaluate_checkpoint(dest, n=args.n, split="test", device="cpu")
-    b = evaluate_checkpoint(base, n=args.n, split="test", device="cpu")
+    b = evaluate_checkpoint(base, n=args.n, split="test", device="cpu") if base else None
     (dest / "eval_test.json").write_text(json.dumps({"model": m, "baseline": b}, indent=2, sort_keys=True) + "\n")
     s = json.loads((run / "metrics.json").read_text())
-    bs = json.loads((base / "metrics.json").read_text())
+    bs = json.loads((base / "metrics.json").read_text()) if base else {}
     training = json.loads((run / "training.json").read_text())
     config = json.loads((run / "config.json").read_text())
     tc = training["train"]
@@ -104,7 +105,7 @@ A {config['model_type'].upper()} causal language model of the PULSE Workbench, t
 | model | parameters | steps | wall time | {task_obj.loss_name} | answer accuracy | sequence accuracy |
 |---|---|---|---|---|---|---|
 {_row(f"this model ({m['model_type']})", m, s)}
-{_row(f"Transformer baseline, same width/depth/steps/batch", b, bs)}
+{_row(f"Transformer baseline, same width/depth/steps/batch", b, bs) if b else "| Transformer baseline | not trained for this model (see the note below) | | | | | |"}
 
 Baseline command: `{args.baseline_command}`.{bstopped} Its weights are not shipped.
 {args.notes}

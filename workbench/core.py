@@ -27,7 +27,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 CHECKPOINT_DIR_ENV = "PULSE_WORKBENCH_CHECKPOINT_DIR"
-DEFAULT_CHECKPOINT_NAME = "story-world-pulse"
+DEFAULT_CHECKPOINT_NAME = "story-world-bank"
 MAX_TOKENS = 2048  # longest text the workbench traces
 MAX_CHARS = 200_000  # refused before tokenising
 # hook sites the workbench records (everything the pages show, nothing bulky besides)

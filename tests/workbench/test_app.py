@@ -281,14 +281,14 @@ def test_no_checkpoints_found(tmp_path, monkeypatch):
 
 
 def test_default_app_on_the_shipped_checkpoint(monkeypatch):
-    shipped = REPO / "checkpoints" / "story-world-pulse"
+    shipped = REPO / "checkpoints" / "story-world-bank"
     if not (shipped / "model.safetensors").is_file():
         pytest.skip(f"the shipped checkpoint is not in {shipped} yet")
     monkeypatch.delenv("PULSE_WORKBENCH_CHECKPOINT_DIR", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert_ok(at)
-    assert at.sidebar.selectbox(key="wb_model").value == "story-world-pulse"
+    assert at.sidebar.selectbox(key="wb_model").value == "story-world-bank"
     assert at.sidebar.radio(key="wb_source").value == "Example story"
     assert chart(at, "overview_loss")["data"][0]["type"] == "heatmap"
 
