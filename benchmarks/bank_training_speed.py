@@ -15,6 +15,7 @@ import torch
 
 from pulse import PulseConfig, PulseForCausalLM
 from pulse.data import build_task
+from pulse.train import _LossModule
 from pulse.training.data import train_batch
 from pulse.training.graph_step import GraphedTrainStep, make_capturable
 from pulse.training.optim import build_optimizer
@@ -42,15 +43,6 @@ def measure(mode: str, batches, vocab, chunk, device, steps: int) -> float:
     if mode == "graph":
         make_capturable(opt, device)
 
-        class _L(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, ids, mask, labels):
-                out = self.m(ids, attention_mask=mask, labels=labels)
-                return out["loss"], out["lm_loss"], out["aux_loss"]
-
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -59,7 +51,7 @@ def measure(mode: str, batches, vocab, chunk, device, steps: int) -> float:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
         torch.cuda.current_stream().wait_stream(side)
-        graph = GraphedTrainStep(_L(model), model, opt, 1.0, batches[0])
+        graph = GraphedTrainStep(_LossModule(model), model, opt, 1.0, batches[0])
 
     def step(b):
         if graph is not None:
@@ -78,7 +70,7 @@ def measure(mode: str, batches, vocab, chunk, device, steps: int) -> float:
     t0 = time.perf_counter()
     for i in range(steps):
         loss = step(batches[i % len(batches)])
-    float(loss)
+    float(loss.detach())
     dt = time.perf_counter() - t0
     for h in handles:
         h.remove()

@@ -23,15 +23,10 @@ from typing import Any
 import torch
 
 from pulse.config import ConfigError
+from pulse.data.task_record import load_task
 from pulse.io import CheckpointError, atomic_write_text, read_json_object
 
 __all__ = ["evaluate_checkpoint", "main"]
-
-
-def _load_task(directory: Path):
-    from pulse.data.task_record import load_task
-
-    return load_task(directory)
 
 
 def evaluate_checkpoint(directory: str | Path, n: int | None = None, split: str | None = None,
@@ -46,7 +41,7 @@ def evaluate_checkpoint(directory: str | Path, n: int | None = None, split: str 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model = load_pretrained(directory, device=dev)
-    task, info = _load_task(directory)
+    task, info = load_task(directory)
     if model.config.vocab_size < task.vocab_size:
         raise CheckpointError(f"{directory}: the model's vocab_size ({model.config.vocab_size}) is smaller than "
                               f"the task's ({task.vocab_size})")

@@ -224,20 +224,6 @@ def show_error(e: Exception, what: str) -> None:
 
 
 # ------------------------------------------------------------------ cached analyses
-@st.cache_data(show_spinner="Integrated gradients over the tokens…", max_entries=32)
-def token_ig(path: str, key: str, ids: tuple[int, ...], position: int, target: int, n_steps: int):
-    """(attributions [T'], relative error) of the target logit at ``position``; the model is
-    causal, so only the prefix up to ``position`` is run."""
-    import torch
-
-    from probes.attribution import token_attributions
-
-    prefix = torch.tensor([ids[: position + 1]], dtype=torch.long)
-    res = token_attributions(_checkpoint(path, key).model, prefix, position=position, target=target,
-                             n_steps=n_steps, internal_batch_size=max(1, n_steps))
-    return res.attributions.numpy(), float(res.relative_error)
-
-
 @st.cache_data(show_spinner="Integrated gradients over the slots…", max_entries=32)
 def slot_ig(path: str, key: str, ids: tuple[int, ...], layer: int, position: int, target: int, n_steps: int):
     """(attributions [T', S], relative error) of the target logit to the slot read weights."""
@@ -249,33 +235,6 @@ def slot_ig(path: str, key: str, ids: tuple[int, ...], layer: int, position: int
     res = slot_attributions(_checkpoint(path, key).model, prefix, layer=layer, position=position, target=target,
                             n_steps=n_steps)
     return res.attributions.numpy(), float(res.relative_error)
-
-
-@st.cache_data(show_spinner="Running the claim checks…", max_entries=8)
-def claim_checks(path: str, key: str, text: str, categories: tuple[str, ...] | None) -> list[dict]:
-    """Every claim check of :mod:`probes.claims` that fits the model, on this text."""
-    import copy as _copy
-
-    from probes import (importance_predicts_ablation, pruning_beats_random, slot_specialisation,
-                        slower_decay_attends_further)
-
-    ckpt = _checkpoint(path, key)
-    run, _ = _run(path, key, text, categories)
-    model = _copy.deepcopy(ckpt.model).eval()
-    ids = run.input_ids()
-    labels = run.label_ids()  # the losses of the checks are on the tokens the model was trained on
-    results = []
-    t1 = run.T
-    t0 = max(0, t1 - 256)
-    results.append(slower_decay_attends_further(run.trace, window=(t0, t1)))
-    for layer in ckpt.bank_layers():
-        r = slot_specialisation(run.trace, run.categories, layer=layer, n_shuffles=200)
-        r["claim"] = f"slot_specialisation (layer {layer})"
-        results.append(r)
-    if ckpt.bank_layers():
-        results.append(importance_predicts_ablation(model, ids, labels=labels))
-        results.append(pruning_beats_random(model, ids, labels=labels, n_random=8))
-    return results
 
 
 USAGE_N = int(os.environ.get("PULSE_WORKBENCH_USAGE_N", "256"))  # held-out examples of the usage table
