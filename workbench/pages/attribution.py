@@ -53,6 +53,7 @@ if ctx is not None:
     run, ckpt = ctx.run, ctx.ckpt
     if run.T < 2:
         st.info("Attribution needs at least two tokens.")
+        state.mark_done()
         st.stop()
     from probes.attribution import answer_index
 
