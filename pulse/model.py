@@ -67,7 +67,10 @@ def _validate_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
                          f"{getattr(input_ids, 'shape', type(input_ids).__name__)}")
     if input_ids.dtype not in (torch.long, torch.int32, torch.int64):
         raise ValueError(f"input_ids: expected integer token ids, got {input_ids.dtype}")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
+    # the range check waits on the GPU, which a CUDA-graph capture forbids: it ran at the eager
+    # warm-up steps, whose batches have the same source
+    capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
+    if input_ids.numel() and not capturing and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
         raise ValueError(f"input_ids: token ids must be in [0, {vocab_size}), got "
                          f"[{int(input_ids.min())}, {int(input_ids.max())}]")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:

@@ -214,6 +214,22 @@ def train(run: RunConfig, out_dir: str | os.PathLike, resume: str | os.PathLike 
         pdist.teardown(info)
 
 
+def _init_from(model: nn.Module, folder: Path) -> None:
+    """Start from another run's weights: same architecture (config.json equal field by field)."""
+    from pulse.io import WEIGHTS_NAME, load_weights
+
+    cfg_path = folder / "config.json"
+    if not (cfg_path.is_file() and (folder / WEIGHTS_NAME).is_file()):
+        raise ConfigError(f"train.init_from: {folder} has no config.json and {WEIGHTS_NAME}")
+    theirs = json.loads(cfg_path.read_text(encoding="utf-8"))
+    ours = model.config.to_dict()
+    diff = sorted(k for k in set(theirs) | set(ours) if k != "model_type" and theirs.get(k) != ours.get(k))
+    if diff:
+        raise ConfigError(f"train.init_from: {folder}'s model config differs from this run's in "
+                          + ", ".join(f"{k} ({theirs.get(k)!r} vs {ours.get(k)!r})" for k in diff))
+    load_weights(model, folder / WEIGHTS_NAME)
+
+
 def _train(run, tc, out: Path, info: pdist.DistInfo, resume, stop_after, progress) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
@@ -226,7 +242,10 @@ def _train(run, tc, out: Path, info: pdist.DistInfo, resume, stop_after, progres
     task = build_run_task(run)
     eval_data = task.make_split("eval", n=tc.eval_size, seq_len=tc.seq_len)
     torch.manual_seed(tc.seed)
-    model = build_model(run, task).to(device)
+    model = build_model(run, task)
+    if tc.init_from and not resume:
+        _init_from(model, Path(tc.init_from))
+    model = model.to(device)
     initial_hash = weights_hash(model)
     param_names = [n for n, p in model.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), tc.adam_eps)

@@ -120,7 +120,9 @@ class TransformerForCausalLM(PretrainedMixin, GenerationMixin, nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, state=None) -> dict[str, Any]:
         _validate_inputs(input_ids, attention_mask, self.config.vocab_size)
-        mask = attention_mask if attention_mask is not None and not attention_mask.bool().all() else None
+        # under a CUDA-graph capture a given mask is always applied (all ones = no-op): testing it waits on the GPU
+        capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
+        mask = attention_mask if attention_mask is not None and (capturing or not attention_mask.bool().all()) else None
         x = self.embed_tokens(input_ids)
         states = state if state is not None else [None] * len(self.blocks)
         new_states = []

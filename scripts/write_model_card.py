@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--title", default="")
     p.add_argument("--notes", default="")
+    p.add_argument("--previous-stage", default=None,
+                   help="folder with metrics.json and training.json of the run whose weights this one started "
+                        "from (train.init_from); copied to DEST/stage1 and summarised in the card")
     p.add_argument("--usage-n", type=int, default=512, help="held-out examples of the usage table")
     args = p.parse_args(argv)
     run, dest = Path(args.run_dir), Path(args.dest)
@@ -75,6 +78,20 @@ def main(argv=None) -> int:
                f"(the cosine schedule spans {s['steps']} steps)." if s.get("stopped_by_time") else "")
     bstopped = (f" The baseline stopped at step {bs['step']} of {bs['steps']}." if bs.get("stopped_by_time") else "")
     events = s.get("state_bank_events") or []
+    stage = ""
+    if args.previous_stage:
+        prev = Path(args.previous_stage)
+        (dest / "stage1").mkdir(exist_ok=True)
+        for f in ("metrics.json", "training.json"):
+            shutil.copy2(prev / f, dest / "stage1" / f)
+        ps = json.loads((prev / "metrics.json").read_text())
+        ptc = json.loads((prev / "training.json").read_text())["train"]
+        last = (ps.get("eval_history") or [{}])[-1]
+        stage = (f"- Stage 1 (record in `stage1/`): {ps['step']} of {ps['steps']} steps x batch {ptc['batch_size']}, "
+                 f"lr {ptc['lr']}, seed {ptc['seed']}, {ps['wall_time_s']:.0f} s on {ps.get('device_name', '?')}"
+                 + (" (stopped by `train.max_time_s`)" if ps.get("stopped_by_time") else "")
+                 + (f"; eval answer accuracy at its end {last['accuracy']:.4f}" if "accuracy" in last else "")
+                 + f". Stage 2 (below) started from those weights (`train.init_from: {tc.get('init_from')}`).\n")
     usage = usage_section(dest, n=args.usage_n)
     card = f"""# {args.title or dest.name}
 
@@ -86,7 +103,7 @@ A {config['model_type'].upper()} causal language model of the PULSE Workbench, t
 {usage}
 ## Training
 
-- Command: `{args.command}`
+{stage}- Command: `{args.command}`
 - Data: `{task['name']}` generated on the fly, task arguments `{json.dumps(task['kwargs'], sort_keys=True)}`;
   the training stream is a pure function of (seed={tc['seed']}, step, rank), evaluation uses the
   held-out `test` split (a different seed).

@@ -59,6 +59,9 @@ class TrainConfig:
     launch per step instead of thousands. Needs CUDA, one process, a fixed ``seq_len``,
     ``amp: none``, and no prune/allocate schedule (they change the graph's inputs); models
     whose forward waits on the GPU (the key-value memory) cannot be captured.
+    ``init_from``: a model folder (``save_pretrained`` or a run's output) whose weights start
+    this run instead of a random init: a second stage with its own schedule. Its config must
+    equal this run's model config; the folder is recorded in training.json and the model card.
     """
 
     steps: int = 1000
@@ -86,6 +89,7 @@ class TrainConfig:
     max_time_s: float = 0.0
     cuda_graph: bool = False
     graph_warmup: int = 3
+    init_from: str | None = None
     # state bank
     prune_every: int = 0
     prune_at: list[int] = field(default_factory=list)
@@ -134,6 +138,8 @@ class TrainConfig:
             if self.prune_every or self.prune_at or self.allocate_every or self.allocate_at:
                 raise ConfigError("train.cuda_graph: cannot be combined with a prune/allocate schedule "
                                   "(prune after training instead)")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise bad("init_from", "must be a model folder path or null")
         if self.seq_len is not None and (not is_int(self.seq_len) or self.seq_len < 2):
             raise bad("seq_len", "must be an integer >= 2 or null")
         if not is_num(self.lr) or not self.lr > 0:
