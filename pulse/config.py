@@ -73,6 +73,16 @@ def default_intermediate_size(hidden_size: int) -> int:
     return 32 * ((8 * hidden_size // 3 + 31) // 32)
 
 
+def check_max_positions(limit: int | None, past: int, new: int) -> None:
+    """Raise ValueError when ``past`` positions (already in the carried state) plus ``new``
+    input columns exceed the config's ``max_position_embeddings`` (``None``: no limit)."""
+    if limit is not None and past + new > limit:
+        raise ValueError(
+            f"input_ids: {past} positions in the state + {new} new = {past + new} exceed "
+            f"max_position_embeddings={limit} (set it to None for no limit)"
+        )
+
+
 def _positive_int(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -134,6 +144,10 @@ class PulseConfig(ConfigBase):
     pad_token_id: int = 0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    # PULSE has no position embeddings (nothing to size); this field of the v1 config is kept
+    # as the longest sequence the model accepts: forward raises ValueError when the positions
+    # already in the carried state plus the new input_ids columns exceed it. None: no limit.
+    max_position_embeddings: int | None = None
 
     def validate(self) -> None:
         _positive_int(
@@ -170,6 +184,8 @@ class PulseConfig(ConfigBase):
                    f"{self.state_num_heads}")
         _check(0.0 <= self.prune_threshold <= 1.0, "prune_threshold", "must be in [0, 1]")
         _check(self.importance_reg >= 0.0, "importance_reg", "must be >= 0")
+        if self.max_position_embeddings is not None:
+            _positive_int(self, "max_position_embeddings")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             if value is not None:

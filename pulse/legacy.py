@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pulse.config import ConfigBase, default_intermediate_size, _check, _positive_int
+from pulse.config import ConfigBase, check_max_positions, default_intermediate_size, _check, _positive_int
 from pulse.generation import GenerationMixin
 from pulse.hooks import HookPoint
 from pulse.layers.attention import GroupedQueryAttention
@@ -56,10 +56,15 @@ class LegacyPulseConfig(ConfigBase):
     pad_token_id: int = 0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    # the longest context v1 takes: forward raises ValueError when the KV cache's positions plus
+    # the new input_ids columns exceed it (RoPE has no table to size). None: no limit.
+    max_position_embeddings: int | None = None
 
     def validate(self) -> None:
         _positive_int(self, "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
                       "state_num_heads", "state_chunk_size")
+        if self.max_position_embeddings is not None:
+            _positive_int(self, "max_position_embeddings")
         _check(self.hidden_size % self.num_heads == 0, "num_heads",
                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         _check(self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
@@ -128,6 +133,8 @@ class LegacyPulseModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, state=None) -> dict[str, Any]:
         _validate_inputs(input_ids, attention_mask, self.config.vocab_size)
+        past = state[0]["attn"]["k"].shape[2] if state and state[0] else 0  # KV cache length
+        check_max_positions(self.config.max_position_embeddings, past, input_ids.shape[1])
         mask = None
         if attention_mask is not None and not attention_mask.bool().all():
             mask = attention_mask.to(torch.float32)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pulse.config import PulseConfig
+from pulse.config import PulseConfig, check_max_positions
 from pulse.generation import GenerationMixin
 from pulse.hooks import HookPoint
 from pulse.layers.block import BlockState, UnifiedBlock
@@ -39,15 +39,17 @@ def _map_nested(fn: Callable[[torch.Tensor], torch.Tensor], tree: Any) -> Any:
 class PulseState:
     """Everything a PULSE model carries from one call to the next: one dict per block
     (linear-attention S and z, conv cache, and the optional recurrent state, memory and
-    state bank). Its size does not grow with the length of the text."""
+    state bank). Its size does not grow with the length of the text. ``positions``: input
+    columns fed so far (padding included), checked against ``max_position_embeddings``."""
 
     layers: list[BlockState] = field(default_factory=list)
+    positions: int = 0
 
     def detach(self) -> "PulseState":
-        return PulseState(_map_nested(lambda t: t.detach(), self.layers))
+        return PulseState(_map_nested(lambda t: t.detach(), self.layers), self.positions)
 
     def to(self, device: str | torch.device) -> "PulseState":
-        return PulseState(_map_nested(lambda t: t.to(device), self.layers))
+        return PulseState(_map_nested(lambda t: t.to(device), self.layers), self.positions)
 
     def num_bytes(self) -> int:
         total = 0
@@ -110,6 +112,8 @@ class PulseModel(nn.Module):
             _validate_inputs(input_ids, attention_mask, self.config.vocab_size)
         if state is not None and len(state.layers) != len(self.blocks):
             raise ValueError(f"state: has {len(state.layers)} layers, the model has {len(self.blocks)}")
+        past = state.positions if state is not None else 0
+        check_max_positions(self.config.max_position_embeddings, past, input_ids.shape[1])
         mask = None
         if attention_mask is not None and (capturing or not attention_mask.bool().all()):
             mask = attention_mask.to(torch.float32)
@@ -122,7 +126,7 @@ class PulseModel(nn.Module):
             x, new_state = block(x, mask, layer_state, attn_mode=attn_mode)
             new_states.append(new_state)
         x = self.hook_final(self.norm(x))
-        return {"last_hidden_state": x, "state": PulseState(new_states)}
+        return {"last_hidden_state": x, "state": PulseState(new_states, past + input_ids.shape[1])}
 
 
 @register_model

@@ -5,7 +5,11 @@ A slot is *alive* or *dead* (persistent bool buffer ``alive`` ``[max_states]``, 
 and never read), so pruning is a mask, not a zeroing. Importance is
 ``sigmoid(importance_logits)`` in (0, 1), one value per slot.
 
-Hook points (emitted by :meth:`StateManager.forward`):
+``StateManager()`` returns the alive slots' values ``[n_alive, D]`` (as the NSM README's
+``states = state_manager()``); :meth:`StateManager.importance_and_alive` returns the
+importance ``[S]`` and alive mask ``[S]`` with hooks applied (what consumers mask with).
+
+Hook points (emitted by :meth:`StateManager.importance_and_alive`, so also by ``forward``):
 
 ================  ===========  ======================================================
 hook_importance   [S]          sigmoid(importance_logits), S = max_states
@@ -162,7 +166,9 @@ class StateManager(SlotBookkeeping, nn.Module):
         prune_threshold: default threshold of :meth:`prune_low_importance_states`.
         importance_init: importance of fresh slots (initial and allocated), in (0, 1).
 
-    ``forward() -> (importance [S], alive [S] bool)`` with hooks applied;
+    ``forward() -> states [n_alive, D]``: the alive slots' values in slot order (the alive mask
+    after ``hook_alive``), differentiable w.r.t. ``slot_values``;
+    ``importance_and_alive() -> (importance [S], alive [S] bool)`` with hooks applied;
     ``initial_states(batch_size) -> [B, S, D]`` (differentiable w.r.t. ``slot_values``).
     """
 
@@ -188,7 +194,13 @@ class StateManager(SlotBookkeeping, nn.Module):
         self.hook_importance = HookPoint()
         self.hook_alive = HookPoint()
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self) -> torch.Tensor:
+        """The alive slots' values ``[n_alive, D]`` (slot order)."""
+        _, alive = self.importance_and_alive()
+        return self.slot_values[alive]
+
+    def importance_and_alive(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(importance [S] in (0, 1), alive [S] bool)``, both through their hooks."""
         imp = self.hook_importance(torch.sigmoid(self.importance_logits))  # [S]
         alive_f = self.hook_alive(self.alive.to(imp.dtype))  # [S]
         return imp, alive_f > 0.5

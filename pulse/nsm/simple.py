@@ -74,7 +74,7 @@ class SimpleNSM(nn.Module):
         b, t, _ = x.shape
         if token_mask is not None and token_mask.shape != (b, t):
             raise ValueError(f"token_mask must be [B, T] = {(b, t)}, got {tuple(token_mask.shape)}")
-        imp, alive = self.manager()
+        imp, alive = self.manager.importance_and_alive()
         states = self.manager.initial_states(b, x.dtype)
         cell = None
         tokens = self.embed(x)  # [B, T, Ds]

@@ -57,3 +57,20 @@ def test_config_errors_named():
         LegacyPulseConfig(num_heads=8, num_kv_heads=3)
     with pytest.raises(ConfigError, match="state_gate_type"):
         LegacyPulseConfig(state_gate_type="rnn")
+
+
+@torch.no_grad()
+def test_max_position_embeddings_limits_the_kv_cache():
+    model = tiny(max_position_embeddings=10)
+    ids = torch.randint(1, 30, (2, 10))
+    first = model(ids[:, :6])
+    model(ids[:, 6:], state=first["state"])  # 6 in the cache + 4 new = 10: allowed
+    with pytest.raises(ValueError, match="6 positions in the state .* max_position_embeddings=10"):
+        model(ids[:, :5], state=first["state"])
+    with pytest.raises(ValueError, match="max_position_embeddings=10"):
+        model(torch.randint(1, 30, (1, 11)))
+    assert model.generate(ids[:, :3], max_length=10).shape == (2, 10)
+    assert tiny()(torch.randint(1, 30, (1, 40)))["logits"].shape == (1, 40, 30)  # default: no limit
+    assert LegacyPulseConfig.from_dict(model.config.to_dict()).max_position_embeddings == 10
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        LegacyPulseConfig(max_position_embeddings=-1)

@@ -24,8 +24,9 @@ def test_readme_usage_prune_allocate_events():
     assert m.allocate_states(1) == 0  # full
     info = m.get_state_info()
     assert info["active_count"] == 64 and info["max_states"] == 64 and len(info["events"]) == 3
-    imp, alive = m()
+    imp, alive = m.importance_and_alive()
     assert imp.shape == (64,) and alive.dtype == torch.bool
+    assert m().shape == (64, 128)  # all 64 slots alive now: their values
     assert m.initial_states(2).shape == (2, 64, 128)
 
 
