@@ -12,6 +12,9 @@ Then ``sum_s A[t, s] v_s`` is the head's output ``attn.hook_out[t]`` when the wi
 columns reach back to the start of the traced stream (``s_start = 0``) and the trace began
 with a fresh state. The matrix is computed in float64 from log decays, never for the
 whole sequence unless asked.
+
+(This module sits below :mod:`probes.trace`: ``Trace`` in the annotations names
+:class:`probes.trace.Trace` without importing it.)
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-
-from probes.trace import Trace
 
 
 def _layer_name(tr: Trace, layer: int, hook: str) -> str:

@@ -1,5 +1,8 @@
 """Tidy long-form tables from a :class:`~probes.trace.Trace`: ``tr.frame(kind, **options)``.
 
+(This module sits below :mod:`probes.trace`, which imports it: ``Trace`` in the annotations
+names that class without importing it.)
+
 Every table is a pandas DataFrame with one row per observation. ``pos`` is the absolute
 token position (streamed pieces keep counting), ``sample`` the batch row, ``layer`` the
 block index. Padding positions (``tr.attention_mask == 0``) are left out of per-token kinds.
@@ -33,8 +36,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-
-from probes.trace import Trace, layer_of
 
 FRAME_KINDS = (
     "routing", "read_weights", "gates", "importance", "pruning_events", "memory_reads", "decay",

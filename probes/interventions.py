@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes.trace import Trace, hook_sites, per_token_loss, step_axis, trace
+from probes.trace import Trace, hook_sites, per_token_loss, trace
+from pulse.hooks import installed_hooks
 
 HookFn = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -158,9 +159,10 @@ def patch_activation(
     """Activation patching: at ``positions`` (indices along the hook's step axis; None = all)
     replace hook ``name``'s value by its value on another input. ``source`` is a Trace that
     recorded ``name`` or input ids (then recorded when the intervention is applied)."""
-    recorded: dict[str, torch.Tensor] = {}
+    recorded: dict[str, Any] = {}
 
     def setup(model: nn.Module) -> None:
+        recorded["axes"] = {n: site.step_axis for n, site in hook_sites(model).items()}
         if isinstance(source, Trace):
             recorded["v"] = source[name]
         else:
@@ -171,7 +173,7 @@ def patch_activation(
 
     def fn(value: torch.Tensor, hook_name: str) -> torch.Tensor:
         src = recorded["v"].to(value.device, value.dtype)
-        axis = step_axis(hook_name, value.dim())
+        axis = recorded["axes"][hook_name]  # the site's declared step axis (pos or update)
         if axis is None:
             return src.clone() if positions is None else _fail("positions: this hook has no position axis")
         if src.shape[0] == 1 and value.shape[0] > 1:
@@ -195,10 +197,10 @@ def _fail(msg: str):
 
 @contextlib.contextmanager
 def intervene(model: nn.Module, *interventions: Intervention) -> Iterator[nn.Module]:
-    """Apply interventions for the ``with`` block; hooks are removed and state restored on exit,
-    also when anything raises."""
+    """Apply interventions for the ``with`` block (hooks through
+    :func:`pulse.hooks.installed_hooks`); hooks are removed and state restored on exit, also
+    when anything raises."""
     sites = hook_sites(model)
-    handles = []
     done_setup: list[Intervention] = []
     try:
         for iv in interventions:
@@ -207,19 +209,17 @@ def intervene(model: nn.Module, *interventions: Intervention) -> Iterator[nn.Mod
             if iv.setup is not None:
                 iv.setup(model)
             done_setup.append(iv)
+        hooks: list[tuple[str, Callable[[torch.Tensor, str], torch.Tensor]]] = []
         for iv in interventions:
             if iv.fn is None:
                 continue
             matched = [n for n in sites if iv.matches(n)]
             if not matched and iv.strict:
                 raise ValueError(f"{iv!r}: matches no hook site of this model")
-            for n in matched:
-                handles.append(sites[n].register_forward_hook(
-                    lambda mod, inp, out, _fn=iv.fn, _n=n: _fn(out, _n)))
-        yield model
+            hooks.extend((n, iv.fn) for n in matched)
+        with installed_hooks(model, hooks):
+            yield model
     finally:
-        for h in handles:
-            h.remove()
         for iv in reversed(done_setup):
             if iv.teardown is not None:
                 iv.teardown(model)

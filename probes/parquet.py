@@ -1,9 +1,11 @@
-"""Parquet export of traces: exact round trips, atomic folders, streaming long texts.
+"""Parquet export of traces: exact round trips, atomic folders, appended pieces.
 
-Layout of a trace folder (``tr.to_parquet(d)``, ``Trace.from_parquet(d)``)::
+Layout of a trace folder (``tr.to_parquet(d)``, ``Trace.from_parquet(d)``; long texts are
+streamed into one by :func:`probes.trace_stream.trace_to_parquet_streaming`)::
 
-    d/metadata.json              schema version, tensor index (name, file, shape, dtype, ...),
-                                 model config, weights hash, prompt, created, events
+    d/metadata.json              schema version, tensor index (name, file, shape, dtype,
+                                 layout, kind, step axis, ...), model config, weights hash,
+                                 prompt, created, events, hook_sites (layout and kind by name)
     d/tokens.parquet             sample, pos, token_id, real, token
     d/tensors/NNNN_<name>.parquet  one file per recorded tensor, long form:
                                  name (string), step (int64), elem (int64), value (native dtype)
@@ -16,9 +18,11 @@ The tidy tables are for queries::
     duckdb.sql("select layer, avg(weight) from 'd/routing.parquet' group by layer")
 
 The ``tensors/`` files are the exact record: a tensor is stored with its step axis
-(position, or update for per-update state-bank hooks; see probes.trace) moved to the
-front and flattened to ``[steps, elems]``: row ``(step, elem)`` holds one element, ``step``
-is absolute (streamed pieces keep counting). Values keep their dtype (float16/bfloat16 are
+(the axis ``pos`` or ``update`` of the layout its hook site declares; see probes.trace)
+moved to the front and flattened to ``[steps, elems]``: row ``(step, elem)`` holds one
+element, ``step`` is absolute (streamed pieces keep counting). Each file's Parquet schema
+metadata names the tensor's layout and kind too (keys ``pulse.name``, ``pulse.layout``
+(JSON list), ``pulse.kind``). Values keep their dtype (float16/bfloat16 are
 stored as their raw 16-bit patterns, ``encoding: "bits16"``), so reading gives back
 bitwise-identical tensors. All tensors read as one dataset with
 ``read_parquet('d/tensors/*.parquet', union_by_name=true)`` (values then widen to a common type).
@@ -27,6 +31,9 @@ Only the merged tensors are stored (per-parameter hooks: the last call).
 Folders are written into a temporary sibling and renamed into place, so a reader never
 sees a half-written folder under the final name. Reading checks the schema version, the
 files and the shapes, raising :class:`TraceFormatError` with the reason.
+
+This module sits below :mod:`probes.trace` (whose ``Trace`` writes and reads through it):
+it takes traces by their methods and is handed the class to build on reading.
 """
 
 from __future__ import annotations
@@ -45,10 +52,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch import nn
 
-from probes.trace import SCHEMA_VERSION, NameFilter, Trace, add_predictions, model_metadata, step_axis, trace
-
+# 2: tensor entries and hook_sites carry the declared layout and kind of each tensor
+SCHEMA_VERSION = 2
 FORMAT_NAME = "pulse-trace"
 PIECE_KINDS = ("routing", "read_weights", "gates", "memory_reads", "token_loss", "predictions",
                "recurrent", "fusion_gate")
@@ -73,9 +79,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _encode(t: torch.Tensor, name: str, step_start: int) -> tuple[pa.Table, dict[str, Any]]:
-    """Long-form table of one tensor (step axis first) and its index entry."""
-    axis = step_axis(name, t.dim())
+def _encode(t: torch.Tensor, name: str, step_start: int, axis: int | None, layout: Iterable[str] | None = None,
+            kind: str | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """Long-form table of one tensor (step axis ``axis`` first) and its index entry."""
     a = t.detach().cpu()
     if axis is not None:
         a = a.movedim(axis, 0)
@@ -96,14 +102,15 @@ def _encode(t: torch.Tensor, name: str, step_start: int) -> tuple[pa.Table, dict
     n = values.shape[0]
     idx = np.arange(n, dtype=np.int64)
     start = step_start if axis is not None else 0
+    layout = None if layout is None else list(layout)
     table = pa.table({
         "name": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([name], pa.string())),
         "step": idx // max(rest, 1) + start if rest else idx,
         "elem": idx % max(rest, 1),
         "value": values,
-    })
+    }, metadata={"pulse.name": name, "pulse.layout": json.dumps(layout), "pulse.kind": json.dumps(kind)})
     entry = {"name": name, "shape": list(t.shape), "dtype": _dtype_name(t.dtype), "encoding": encoding,
-             "step_axis": axis, "step_start": start}
+             "layout": layout, "kind": kind, "step_axis": axis, "step_start": start}
     return table, entry
 
 
@@ -164,6 +171,7 @@ class _FolderWriter:
         self.metadata: dict[str, Any] = {}
         self.token_strings = False
         self.order: list[str] = []
+        self.trace_cls: type | None = None  # the class of the pieces: builds the per-parameter tables
 
     def _write(self, store: dict[str, pq.ParquetWriter], key: str, path: Path, table: pa.Table,
                **options: Any) -> None:
@@ -176,14 +184,16 @@ class _FolderWriter:
 
     def append(self, piece: Trace) -> None:
         self.metadata = dict(piece.metadata)
+        self.trace_cls = type(piece)
         for name in piece.names:
             if name not in self.order:
                 self.order.append(name)
             t = piece[name]
-            if step_axis(name, t.dim()) is None:
+            axis = piece.step_axis(name)
+            if axis is None:
                 self.last_param[name] = t
                 continue
-            table, entry = _encode(t, name, piece.step_start(name))
+            table, entry = _encode(t, name, piece.step_start(name), axis, piece.layout(name), piece.kind(name))
             old = self.entries.get(name)
             if old is None:
                 entry["file"] = f"tensors/{len(self.entries) + len(self.last_param):04d}_{_safe(name)}.parquet"
@@ -218,14 +228,14 @@ class _FolderWriter:
 
     def close(self, extra_metadata: dict[str, Any] | None = None) -> Path:
         try:
-            params = Trace(dict(self.metadata))
+            params = self.trace_cls(dict(self.metadata)) if self.trace_cls is not None else None
             for name, t in self.last_param.items():
-                table, entry = _encode(t, name, 0)
+                params.add(name, t)
+                table, entry = _encode(t, name, 0, None, params.layout(name), params.kind(name))
                 entry["file"] = f"tensors/{len(self.entries):04d}_{_safe(name)}.parquet"
                 self.entries[name] = entry
                 pq.write_table(table, str(self.tmp / entry["file"]))
-                params.add(name, t)
-            if self.tables:
+            if self.tables and params is not None:
                 for kind in PARAM_KINDS:
                     if kind in params.available_frames():
                         df = params.frame(kind)
@@ -311,18 +321,21 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
-def read_trace(directory: str | os.PathLike) -> Trace:
-    """Read a folder written by :func:`write_trace` or :func:`trace_to_parquet_streaming`."""
+def read_folder(directory: str | os.PathLike, trace_cls: type) -> Trace:
+    """A ``trace_cls`` (:class:`probes.trace.Trace`) holding the folder written by
+    :func:`write_trace` or the streaming recorder; ``Trace.from_parquet`` and
+    ``probes.read_trace`` call it."""
     d = Path(directory)
     doc = read_metadata(d)
     meta = dict(doc.get("metadata") or {})
     meta["schema_version"] = doc["schema_version"]
-    tr = Trace(meta)
+    tr = trace_cls(meta)
     try:
         for entry in doc["tensors"]:
             table = _read_table(d / entry["file"])
-            tr.add(entry["name"], _decode(table, entry, str(d / entry["file"])), int(entry.get("step_start", 0)))
-    except (KeyError, TypeError) as e:
+            tr.add(entry["name"], _decode(table, entry, str(d / entry["file"])), int(entry.get("step_start", 0)),
+                   layout=entry.get("layout"), kind=entry.get("kind"))
+    except (KeyError, TypeError, ValueError) as e:
         raise TraceFormatError(f"{d}/metadata.json: malformed tensor index ({e})") from e
     tr._pos_start = int(meta.get("pos_start", 0) or 0)
     if doc.get("tokens_file"):
@@ -337,57 +350,3 @@ def read_trace(directory: str | os.PathLike) -> Trace:
             if df["token"].notna().any():
                 tr.token_strings = [list(r) for r in df["token"].to_numpy().reshape(B, T)]
     return tr
-
-
-@torch.no_grad()
-def trace_to_parquet_streaming(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    directory: str | os.PathLike,
-    chunk_len: int = 512,
-    names: NameFilter = None,
-    top_k: int = 5,
-    tokenizer: Any = None,
-    tables: bool = True,
-    progress: bool = False,
-) -> Path:
-    """Trace a long text (``input_ids`` long [T] or [1, T]) chunk by chunk, carrying the model
-    state, appending each chunk's records (absolute positions) to Parquet with
-    ``pyarrow.parquet.ParquetWriter``. Memory is bounded by one chunk's records. Also writes
-    ``loss.per_token`` (the first token of each chunk is scored with the previous chunk's last
-    logits) and the top-``k`` predictions. Returns the folder."""
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]
-    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-        raise ValueError(f"input_ids: expected a long tensor [T] or [1, T], got {tuple(input_ids.shape)}")
-    if chunk_len < 1:
-        raise ValueError(f"chunk_len: must be >= 1, got {chunk_len}")
-    T = input_ids.shape[1]
-    writer = _FolderWriter(directory, tables=tables)
-    try:
-        state = None
-        prev_logits = None
-        starts = range(0, T, chunk_len)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="trace", unit="chunk")
-        with trace(model, names=names, tokenizer=tokenizer) as rec:
-            for start in starts:
-                ids = input_ids[:, start:start + chunk_len]
-                out = model(ids, state=state)
-                state = out["state"]
-                add_predictions(rec, out["logits"], ids, None, None, top_k, step_start=start,
-                                prev_logits=prev_logits)
-                prev_logits = out["logits"][:, -1]
-                piece = rec.drain()
-                if tokenizer is not None:
-                    from probes.trace import _decode_tokens
-
-                    piece.token_strings = _decode_tokens(tokenizer, piece.tokens)
-                writer.append(piece)
-        writer.metadata.update({k: v for k, v in rec.metadata.items() if k not in writer.metadata})
-        return writer.close({"pos_start": 0, "streamed": {"chunk_len": chunk_len, "num_tokens": T}})
-    except BaseException:
-        writer.abort()
-        raise

@@ -19,15 +19,23 @@ Several calls in one trace
 --------------------------
 A hook site that fires several times inside one ``trace`` (token-by-token generation,
 streaming a long text in chunks with the carried state) appends one record per call.
-``tr[name]`` merges the records along the hook's *step axis*:
+``tr[name]`` merges the records along the hook's *step axis*, read from the layout the
+site declares (``HookPoint(layout=..., kind=...)``, see :mod:`pulse.hooks`):
 
-* token tensors (``[B, T, ...]`` or per-head ``[B, H, T, ...]``) along the position axis;
-* per-update state-bank tensors (``hook_slots``, gates, ``hook_slot_attention``,
-  ``hook_update_positions``: ``[B, U, ...]``) along the update axis; update positions are
-  stored *absolute* (position in the whole traced stream, -1 = none);
-* per-parameter tensors (``hook_decay`` ``[H]``, ``hook_importance`` ``[S]``, ...) have no
-  step axis: ``tr[name]`` is the value of the *last* call; all calls stay in
+* token tensors (an axis ``pos``: ``[B, T, ...]``, per-head ``[B, H, T, ...]``) along it;
+* per-update state-bank tensors (an axis ``update``: ``hook_slots``, gates,
+  ``hook_slot_attention``, ``hook_update_positions``) along it; values of kind
+  ``positions`` (update positions) are stored *absolute* (position in the whole traced
+  stream, -1 = none);
+* per-parameter tensors (neither axis: ``hook_decay`` ``[H]``, ``hook_importance`` ``[S]``,
+  ...) have no step axis: ``tr[name]`` is the value of the *last* call; all calls stay in
   ``tr.records(name)``.
+
+``tr.metadata["hook_sites"]`` holds ``{name: {"layout": [...], "kind": ...}}`` of every
+traced site and of the trace's own entries (``loss.per_token``, ``predictions.*``);
+``tr.layout(name)``, ``tr.kind(name)`` and ``tr.step_axis(name)`` read it. An entry added
+with :meth:`Trace.add` and no layout is taken to have its step axis at 1 (``[B, T, ...]``)
+when it has two or more axes, none otherwise.
 
 ``tr.tokens`` holds the input ids of every call concatenated along the position axis, and
 ``tr.attention_mask`` the attention masks (ones where a call had none).
@@ -38,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -47,53 +54,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pulse.hooks import HookPoint, hook_points
+from probes.frames import available_kinds, frame
+from probes.parquet import SCHEMA_VERSION, read_folder, write_trace
+from pulse.hooks import HookSite, canonical_name, hook_points, hook_sites, installed_hooks, layer_of
+from pulse.hooks import step_axis as layout_step_axis
 
-SCHEMA_VERSION = 1
-
-# hooks whose tensors are laid out per head: [B, H, T, ...]
-_PER_HEAD = re.compile(r"(^|\.)attn\.hook_(q_features|k_features|v|normalizer|out)$")
-# state-bank hooks with an update axis: [B, U, ...]
-_PER_UPDATE = re.compile(
-    r"(^|\.)states\.hook_(slots|update_positions|slot_attention|reset_gate|update_gate|"
-    r"input_gate|forget_gate|output_gate)$"
-)
-# per-parameter hooks: no batch axis
-_PER_PARAM = re.compile(r"(^|\.)(hook_decay|hook_importance|hook_alive)$")
-_LAYER = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+__all__ = [
+    "SCHEMA_VERSION", "NameFilter", "Trace", "trace", "run_with_trace", "read_trace", "hook_sites", "select_hooks",
+    "canonical_name", "layer_of", "per_token_loss", "add_predictions", "model_metadata", "state_bank_events",
+    "ENTRY_LAYOUTS",
+]
 
 NameFilter = None | str | Iterable[str] | Callable[[str], bool]
 
-
-def canonical_name(raw: str) -> str:
-    """``model.blocks.0.attn.hook_decay`` -> ``blocks.0.attn.hook_decay``."""
-    return raw[len("model."):] if raw.startswith("model.") else raw
-
-
-def layer_of(name: str) -> int | None:
-    """Block index in a hook name (``blocks.3.…`` -> 3), or None."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
-
-
-def step_axis(name: str, ndim: int | None = None) -> int | None:
-    """The axis along which records of several calls are concatenated (see module doc)."""
-    if _PER_PARAM.search(name):
-        return None
-    if _PER_HEAD.search(name):
-        return 2
-    if ndim is not None and ndim < 2:
-        return None
-    return 1
-
-
-def is_per_update(name: str) -> bool:
-    return bool(_PER_UPDATE.search(name))
-
-
-def hook_sites(model: nn.Module) -> dict[str, HookPoint]:
-    """Canonical hook name -> HookPoint, in module order."""
-    return {canonical_name(raw): hp for raw, hp in hook_points(model)}
+# layouts and kinds of the entries a trace adds itself (not hook sites)
+ENTRY_LAYOUTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "loss.per_token": (("batch", "pos"), "loss"),
+    "predictions.top_ids": (("batch", "pos", "rank"), "prediction"),
+    "predictions.top_probs": (("batch", "pos", "rank"), "prediction"),
+}
 
 
 def _make_filter(names: NameFilter) -> Callable[[str, str], bool]:
@@ -108,12 +87,15 @@ def _make_filter(names: NameFilter) -> Callable[[str, str], bool]:
     return lambda canon, raw: any(fnmatch.fnmatchcase(canon, p) or fnmatch.fnmatchcase(raw, p) for p in patterns)
 
 
-def select_hooks(model: nn.Module, names: NameFilter = None, strict: bool = True) -> dict[str, HookPoint]:
-    """The hook sites whose names pass ``names`` (None = all, a name or glob, a list of them,
-    or a predicate on the canonical name). With ``strict`` an explicit filter that matches
-    nothing raises ``ValueError`` listing a few available names."""
+def select_hooks(model: nn.Module, names: NameFilter = None, strict: bool = True) -> dict[str, HookSite]:
+    """The hook sites (:class:`~pulse.hooks.HookSite` by canonical name) whose names pass
+    ``names`` (None = all, a name or glob, a list of them, or a predicate on the canonical
+    name). With ``strict`` an explicit filter that matches nothing raises ``ValueError``
+    listing a few available names."""
     match = _make_filter(names)
-    chosen = {canonical_name(raw): hp for raw, hp in hook_points(model) if match(canonical_name(raw), raw)}
+    sites = hook_sites(model)
+    chosen = {canonical_name(raw): sites[canonical_name(raw)] for raw, _ in hook_points(model)
+              if match(canonical_name(raw), raw)}
     if strict and not chosen and names is not None:
         avail = [canonical_name(r) for r, _ in hook_points(model)]
         raise ValueError(f"names: {names!r} matches no hook site; available e.g. {avail[:8]} "
@@ -160,7 +142,9 @@ class Trace(Mapping[str, torch.Tensor]):
     ``tr.token_strings`` (list of lists, when a tokenizer was given), ``tr.attention_mask``
     ([B, T] float or None), ``tr.metadata`` (dict), ``tr.frame(kind)``, ``tr.to_parquet(dir)``.
     ``tr.step_start(name)`` is the absolute index (position or update) of the first record
-    held: non-zero for the pieces of a streamed trace.
+    held: non-zero for the pieces of a streamed trace. ``tr.layout(name)`` / ``tr.kind(name)``:
+    the declared layout and kind (``metadata["hook_sites"]``), ``tr.step_axis(name)`` the
+    axis records are joined along.
     """
 
     def __init__(self, metadata: dict[str, Any] | None = None) -> None:
@@ -176,6 +160,7 @@ class Trace(Mapping[str, torch.Tensor]):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.metadata.setdefault("schema_version", SCHEMA_VERSION)
         self.metadata.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self.metadata.setdefault("hook_sites", {})
 
     # ---------------------------------------------------------------- mapping
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -215,10 +200,32 @@ class Trace(Mapping[str, torch.Tensor]):
     def pos_start(self) -> int:
         return self._pos_start
 
+    # ---------------------------------------------------------------- layouts
+    def layout(self, name: str) -> tuple[str, ...] | None:
+        """Declared layout of ``name`` (axis names), or None when it was added without one."""
+        rec = self.metadata["hook_sites"].get(canonical_name(name) if name not in self._records else name)
+        return tuple(rec["layout"]) if rec and rec.get("layout") is not None else None
+
+    def kind(self, name: str) -> str | None:
+        rec = self.metadata["hook_sites"].get(canonical_name(name) if name not in self._records else name)
+        return rec.get("kind") if rec else None
+
+    def step_axis(self, name: str) -> int | None:
+        """The axis along which records of several calls are joined (see the module doc)."""
+        layout = self.layout(name)
+        if layout is not None:
+            return layout_step_axis(layout)
+        recs = self._records.get(name) or self._records.get(canonical_name(name))
+        return 1 if recs and recs[0].dim() >= 2 else None
+
+    def set_layout(self, name: str, layout: Iterable[str] | None, kind: str | None = None) -> None:
+        """Record the layout and kind of entry ``name`` (see the module doc)."""
+        self.metadata["hook_sites"][name] = {"layout": None if layout is None else list(layout), "kind": kind}
+
     def _merge(self, name: str, recs: list[torch.Tensor]) -> torch.Tensor:
         if len(recs) == 1:
             return recs[0]
-        axis = step_axis(name, recs[0].dim())
+        axis = self.step_axis(name)
         if axis is None:
             return recs[-1]
         try:
@@ -228,10 +235,17 @@ class Trace(Mapping[str, torch.Tensor]):
                              f"axis {axis} ({e}); use tr.records({name!r})") from e
 
     # ---------------------------------------------------------------- writing
-    def add(self, name: str, value: torch.Tensor, step_start: int = 0) -> None:
-        """Add (or append another call of) an entry, e.g. ``loss.per_token``."""
+    def add(self, name: str, value: torch.Tensor, step_start: int = 0, layout: Iterable[str] | None = None,
+            kind: str | None = None) -> None:
+        """Add (or append another call of) an entry, e.g. ``loss.per_token``; ``layout``
+        (axis names) and ``kind``, when given, are recorded with it."""
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"value: expected a tensor for {name!r}, got {type(value).__name__}")
+        if layout is not None:
+            layout = tuple(layout)
+            if len(layout) != value.dim():
+                raise ValueError(f"layout: {layout} has {len(layout)} axes, {name!r} has {value.dim()}")
+            self.set_layout(name, layout, kind)
         if name not in self._records:
             self._records[name] = []
             self._step_start.setdefault(name, step_start)
@@ -278,7 +292,7 @@ class Trace(Mapping[str, torch.Tensor]):
         for name, recs in self._records.items():
             out._records[name] = recs
             out._step_start[name] = self.step_start(name)
-            axis = step_axis(name, recs[0].dim()) if recs else None
+            axis = self.step_axis(name) if recs else None
             if axis is not None:
                 self._step_start[name] = self.step_start(name) + sum(r.shape[axis] for r in recs)
         out._token_calls, out._mask_calls = self._token_calls, self._mask_calls
@@ -292,25 +306,19 @@ class Trace(Mapping[str, torch.Tensor]):
     # ---------------------------------------------------------------- views
     def frame(self, kind: str, **kwargs: Any):
         """Tidy long-form DataFrame of one kind (see :mod:`probes.frames`)."""
-        from probes.frames import frame
-
         return frame(self, kind, **kwargs)
 
     def available_frames(self) -> list[str]:
-        from probes.frames import available_kinds
-
         return available_kinds(self)
 
     def to_parquet(self, directory, **kwargs: Any):
-        from probes.parquet import write_trace
-
+        """Write this trace to a folder (see :mod:`probes.parquet`)."""
         return write_trace(self, directory, **kwargs)
 
     @classmethod
     def from_parquet(cls, directory) -> "Trace":
-        from probes.parquet import read_trace
-
-        return read_trace(directory)
+        """Read a folder written by :meth:`to_parquet` or ``trace_to_parquet_streaming``."""
+        return read_folder(directory, cls)
 
     def layers(self, suffix: str) -> dict[int, str]:
         """{layer index: name} of the recorded names ending with ``suffix``."""
@@ -346,8 +354,10 @@ def trace(
 
     ``names``: None (all sites), a name or fnmatch glob, a list of them, or a predicate on the
     canonical name. The forward's ``input_ids`` / ``attention_mask`` (positional or keyword)
-    are recorded as ``tr.tokens`` / ``tr.attention_mask``. Every hook is removed on exit,
-    also when the block or the forward raises.
+    are recorded as ``tr.tokens`` / ``tr.attention_mask``, the traced sites' layouts and
+    kinds as ``tr.metadata["hook_sites"]``. Hooks are installed with
+    :func:`pulse.hooks.installed_hooks`: every hook is removed on exit, also when the block
+    or the forward raises.
     """
     sites = select_hooks(model, names)
     tr = trace_obj if trace_obj is not None else Trace()
@@ -357,22 +367,26 @@ def trace(
         tr.metadata["names_filter"] = names if isinstance(names, (str, list, tuple, type(None))) else repr(names)
         if isinstance(tr.metadata["names_filter"], tuple):
             tr.metadata["names_filter"] = list(tr.metadata["names_filter"])
-    handles = []
+    for name, site in sites.items():
+        tr.set_layout(name, site.layout, site.kind)
 
-    def pre_hook(module, args, kwargs):
+    def pre_forward(args: tuple, kwargs: dict) -> None:
         ids = args[0] if args else kwargs.get("input_ids")
         mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
         if isinstance(ids, torch.Tensor):
             tr._record_call(ids, mask if isinstance(mask, torch.Tensor) else None)
 
-    def make_hook(name: str):
-        per_update_pos = name.endswith("states.hook_update_positions")
+    def make_hook(site: HookSite) -> Callable[[torch.Tensor, str], None]:
+        positions = site.kind == "positions"  # call-relative positions: stored absolute
 
-        def hook(module, inputs, output):
-            if not isinstance(output, torch.Tensor):
+        def hook(value: torch.Tensor, name: str) -> None:
+            if not isinstance(value, torch.Tensor):
                 return None
-            value = _copy(output)
-            if per_update_pos and tr._token_calls:
+            if value.dim() != len(site.layout):
+                raise ValueError(f"{name}: the site declares layout {site.layout}, its value has shape "
+                                 f"{tuple(value.shape)}")
+            value = _copy(value)
+            if positions and tr._token_calls:
                 off = tr._call_offset()
                 value = torch.where(value >= 0, value + off, value)
             tr.add(name, value)
@@ -381,15 +395,17 @@ def trace(
         return hook
 
     try:
-        handles.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        for name, hp in sites.items():
-            handles.append(hp.register_forward_hook(make_hook(name)))
-        yield tr
+        with installed_hooks(model, {name: make_hook(site) for name, site in sites.items()}, pre_forward):
+            yield tr
     finally:
-        for h in handles:
-            h.remove()
         if tokenizer is not None and tr.tokens is not None:
             tr.token_strings = _decode_tokens(tokenizer, tr.tokens)
+
+
+def read_trace(directory) -> Trace:
+    """Read a trace folder written by :meth:`Trace.to_parquet` or
+    :func:`probes.trace_stream.trace_to_parquet_streaming` (see :mod:`probes.parquet`)."""
+    return Trace.from_parquet(directory)
 
 
 def per_token_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -427,9 +443,10 @@ def add_predictions(tr: Trace, logits: torch.Tensor, input_ids: torch.Tensor, la
     probs = logits.float().softmax(-1)
     k = min(top_k, probs.shape[-1])
     top = probs.topk(k, dim=-1)
-    tr.add("loss.per_token", loss, step_start)
-    tr.add("predictions.top_ids", top.indices, step_start)
-    tr.add("predictions.top_probs", top.values, step_start)
+    for name, value in (("loss.per_token", loss), ("predictions.top_ids", top.indices),
+                        ("predictions.top_probs", top.values)):
+        layout, kind = ENTRY_LAYOUTS[name]
+        tr.add(name, value, step_start, layout=layout, kind=kind)
 
 
 @torch.no_grad()

@@ -107,7 +107,7 @@ class LegacyBlock(nn.Module):
             )
         self.norm_ffn = RMSNorm(D, c.rms_norm_eps)
         self.ffn = SwiGLU(D, c.resolved_intermediate_size, c.dropout)
-        self.hook_resid_post = HookPoint()
+        self.hook_resid_post = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
 
     def forward(self, x, mask=None, state=None):
         state = state or {}

@@ -92,8 +92,8 @@ class PulseModel(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(UnifiedBlock(config=config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.hook_embed = HookPoint()
-        self.hook_final = HookPoint()
+        self.hook_embed = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
+        self.hook_final = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
 
     def init_state(self, batch_size: int, device=None) -> PulseState:
         return PulseState([b.init_state(batch_size, device) for b in self.blocks])

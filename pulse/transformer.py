@@ -87,7 +87,7 @@ class TransformerBlock(nn.Module):
             self.attn = GroupedQueryAttention(D, config.num_heads, config.num_kv_heads, config.rope_base, config.dropout)
         self.norm_ffn = RMSNorm(D, config.rms_norm_eps)
         self.ffn = SwiGLU(D, config.resolved_intermediate_size, config.dropout)
-        self.hook_resid_post = HookPoint()
+        self.hook_resid_post = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
 
     def forward(self, x, mask=None, state=None):
         if self.mixer == "attention":

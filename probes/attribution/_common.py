@@ -8,20 +8,20 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from probes.trace import hook_sites
+from pulse.hooks import hook_sites, installed_hooks
+
+
+def _check_site(model: nn.Module, name: str) -> None:
+    if name not in hook_sites(model):
+        raise ValueError(f"name: {name!r} is not a hook site of this model")
 
 
 @contextlib.contextmanager
 def replaced_hook(model: nn.Module, name: str, holder: dict) -> Iterator[None]:
     """While active, hook ``name`` returns ``holder["value"]`` (when set) instead of its value."""
-    sites = hook_sites(model)
-    if name not in sites:
-        raise ValueError(f"name: {name!r} is not a hook site of this model")
-    handle = sites[name].register_forward_hook(lambda m, i, o: holder.get("value", o))
-    try:
+    _check_site(model, name)
+    with installed_hooks(model, {name: lambda value, _name: holder.get("value")}):
         yield
-    finally:
-        handle.remove()
 
 
 def target_value(logits: torch.Tensor, position: int, target: int, output: str) -> torch.Tensor:
@@ -58,13 +58,8 @@ def make_forward(model: nn.Module, name: str, input_ids: torch.Tensor, attention
 def record(model: nn.Module, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """The value at hook ``name`` on this input (with gradient graph cut)."""
     box = {}
-    sites = hook_sites(model)
-    if name not in sites:
-        raise ValueError(f"name: {name!r} is not a hook site of this model")
-    h = sites[name].register_forward_hook(lambda m, i, o: box.__setitem__("v", o.detach().clone()))
-    try:
-        with torch.no_grad():
-            model(input_ids, attention_mask=attention_mask)
-    finally:
-        h.remove()
+    _check_site(model, name)
+    keep = {name: lambda value, _name: box.__setitem__("v", value.detach().clone())}
+    with torch.no_grad(), installed_hooks(model, keep):
+        model(input_ids, attention_mask=attention_mask)
     return box["v"]

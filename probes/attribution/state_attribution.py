@@ -23,7 +23,7 @@ from captum.attr import IntegratedGradients, LayerGradientXActivation
 from torch import nn
 
 from probes.attribution._common import make_forward, record, target_value
-from probes.trace import hook_sites
+from pulse.hooks import hook_sites
 
 
 @dataclass
@@ -90,7 +90,7 @@ def slot_attributions(
             def plain(ids: torch.Tensor) -> torch.Tensor:
                 return target_value(model(ids, attention_mask=attention_mask)["logits"], position, target, output)
 
-            attr = LayerGradientXActivation(plain, sites[name]).attribute(input_ids)
+            attr = LayerGradientXActivation(plain, sites[name].point).attribute(input_ids)
         else:
             raise ValueError(f"method: expected 'ig' or 'grad_x_act', got {method!r}")
     finally:

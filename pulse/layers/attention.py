@@ -46,7 +46,10 @@ class GroupedQueryAttention(nn.Module):
         self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
         self.rotary = RotaryEmbedding(self.head_dim, base=rope_base)
         self.dropout = dropout
-        self.hook_q, self.hook_k, self.hook_v, self.hook_out = (HookPoint() for _ in range(4))
+        self.hook_q = HookPoint(layout=("batch", "head", "pos", "d_k"), kind="attention_input")
+        self.hook_k = HookPoint(layout=("batch", "kv_head", "pos", "d_k"), kind="attention_input")
+        self.hook_v = HookPoint(layout=("batch", "kv_head", "pos", "d_v"), kind="attention_input")
+        self.hook_out = HookPoint(layout=("batch", "head", "pos", "d_v"), kind="output")
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> KVCache:
         empty = torch.zeros(batch_size, self.num_kv_heads, 0, self.head_dim, device=device, dtype=dtype)

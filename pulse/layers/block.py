@@ -80,12 +80,12 @@ class UnifiedBlock(nn.Module):
         self.norm_ffn = RMSNorm(D, c.rms_norm_eps)
         self.ffn = SwiGLU(D, c.resolved_intermediate_size, c.dropout)
         self.dropout = nn.Dropout(c.dropout)
-        self.hook_resid_pre = HookPoint()
+        self.hook_resid_pre = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
         if c.use_linear_attention:
-            self.hook_fusion_gate = HookPoint()
-        self.hook_mixer_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.hook_resid_post = HookPoint()
+            self.hook_fusion_gate = HookPoint(layout=("batch", "pos", "d_model"), kind="gate")
+        self.hook_mixer_out = HookPoint(layout=("batch", "pos", "d_model"), kind="output")
+        self.hook_resid_mid = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
+        self.hook_resid_post = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
 
     def stateful_sublayer_names(self) -> list[str]:
         """The optional sublayers this block has, in the order they run."""

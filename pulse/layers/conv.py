@@ -45,7 +45,7 @@ class LocalConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(hidden_size, 1, kernel_size))
         self.bias = nn.Parameter(torch.zeros(hidden_size))
         nn.init.normal_(self.weight, std=kernel_size**-0.5)
-        self.hook_out = HookPoint()
+        self.hook_out = HookPoint(layout=("batch", "pos", "d_model"), kind="output")
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, torch.Tensor]:
         D, K = self.weight.shape[0], self.kernel_size

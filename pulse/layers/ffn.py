@@ -21,7 +21,7 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
         self.dropout = nn.Dropout(dropout)
-        self.hook_gate = HookPoint()
+        self.hook_gate = HookPoint(layout=("batch", "pos", "d_ff"), kind="gate")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.hook_gate(F.silu(self.gate_proj(x)))  # [B, T, I]

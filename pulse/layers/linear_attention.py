@@ -236,12 +236,12 @@ class LinearAttention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.decay_logit = nn.Parameter(_decay_logits(num_heads, half_life_min, half_life_max))
-        self.hook_q_features = HookPoint()
-        self.hook_k_features = HookPoint()
-        self.hook_v = HookPoint()
-        self.hook_decay = HookPoint()
-        self.hook_normalizer = HookPoint()
-        self.hook_out = HookPoint()
+        self.hook_q_features = HookPoint(layout=("batch", "head", "pos", "d_k"), kind="attention_input")
+        self.hook_k_features = HookPoint(layout=("batch", "head", "pos", "d_k"), kind="attention_input")
+        self.hook_v = HookPoint(layout=("batch", "head", "pos", "d_v"), kind="attention_input")
+        self.hook_decay = HookPoint(layout=("head",), kind="decay")
+        self.hook_normalizer = HookPoint(layout=("batch", "head", "pos"), kind="normalizer")
+        self.hook_out = HookPoint(layout=("batch", "head", "pos", "d_v"), kind="output")
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> LinearAttentionState:
         H, d = self.num_heads, self.head_dim

@@ -62,7 +62,7 @@ class KeyValueMemory(nn.Module):
         self.register_buffer("keys", torch.zeros(capacity, hidden_size), persistent=False)
         self.register_buffer("values", torch.zeros(capacity, hidden_size), persistent=False)
         self.register_buffer("written", torch.zeros((), dtype=torch.long), persistent=False)
-        self.hook_read_scores = HookPoint()
+        self.hook_read_scores = HookPoint(layout=("batch", "rank"), kind="memory_read")
 
     def __len__(self) -> int:
         return int(min(self.written.item(), self.capacity))
@@ -134,11 +134,11 @@ class MemoryAugmentedLayer(nn.Module):
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.hook_read_scores = HookPoint()
-        self.hook_read_weights = HookPoint()
-        self.hook_read_slots = HookPoint()
-        self.hook_read = HookPoint()
-        self.hook_write_keys = HookPoint()
+        self.hook_read_scores = HookPoint(layout=("batch", "pos", "rank"), kind="memory_read")
+        self.hook_read_weights = HookPoint(layout=("batch", "pos", "rank"), kind="memory_read")
+        self.hook_read_slots = HookPoint(layout=("batch", "pos", "rank"), kind="memory_read")
+        self.hook_read = HookPoint(layout=("batch", "pos", "d_model"), kind="memory_read")
+        self.hook_write_keys = HookPoint(layout=("batch", "pos", "d_model"), kind="memory_write")
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, torch.Tensor]:
         D, C = self.q_proj.in_features, self.capacity

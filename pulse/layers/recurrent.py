@@ -38,9 +38,9 @@ class RecurrentState(nn.Module):
         lam = torch.exp(math.log(0.5) / half_lives).clamp(0.51, 0.9999)
         s = (lam - _LAMBDA_MIN) / (1 - _LAMBDA_MIN)
         self.decay_logit = nn.Parameter(torch.log(s) - torch.log1p(-s))
-        self.hook_input_gate = HookPoint()
-        self.hook_decay = HookPoint()
-        self.hook_state = HookPoint()
+        self.hook_input_gate = HookPoint(layout=("batch", "pos", "d_model"), kind="gate")
+        self.hook_decay = HookPoint(layout=("d_model",), kind="decay")
+        self.hook_state = HookPoint(layout=("batch", "pos", "d_model"), kind="state")
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, torch.Tensor]:
         D = self.out_proj.in_features

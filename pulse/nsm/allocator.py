@@ -38,7 +38,7 @@ class AdaptiveStateAllocator(nn.Module):
         self.min_states = check_positive_int("min_states", min_states)
         check_positive_int("hidden_dim", hidden_dim)
         self.scorer = nn.Sequential(nn.Linear(token_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1))
-        self.hook_complexity = HookPoint()
+        self.hook_complexity = HookPoint(layout=("batch",), kind="score")
 
     def forward(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or tokens.shape[-1] != self.token_dim:

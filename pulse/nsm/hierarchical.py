@@ -64,7 +64,8 @@ class HierarchicalStateManager(nn.Module):
         self.in_proj = nn.Linear(token_dim, state_dim)
         self.chunk_init = nn.Parameter(torch.randn(num_chunk_states, state_dim) / math.sqrt(state_dim))
         self.global_init = nn.Parameter(torch.randn(num_global_states, state_dim) / math.sqrt(state_dim))
-        self.token_prop = StatePropagator(state_dim, gate_type, num_heads, enable_communication=False)
+        self.token_prop = StatePropagator(state_dim, gate_type, num_heads, enable_communication=False,
+                                          hook_layout=("batch", "pos", "d_state"))
         self.chunk_router = TokenToStateRouter(state_dim, state_dim, normalize=True)
         self.chunk_prop = StatePropagator(state_dim, gate_type, num_heads)
         self.global_router = TokenToStateRouter(state_dim, state_dim, normalize=True)

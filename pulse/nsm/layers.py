@@ -113,7 +113,7 @@ class NSMLayer(nn.Module):
         self.propagator = StatePropagator(state_dim, gate_type, num_heads, enable_communication, dropout)
         self.read = TokenStateAttention(token_dim, state_dim, num_heads)
         self.norm = nn.LayerNorm(token_dim)
-        self.hook_read_weights = HookPoint()
+        self.hook_read_weights = HookPoint(layout=("batch", "head", "pos", "slot"), kind="memory_read")
 
     def forward(
         self,
@@ -158,8 +158,8 @@ class HybridAttention(nn.Module):
         self.state_attn = TokenStateAttention(token_dim, state_dim, num_heads if state_dim % num_heads == 0 else 1)
         self.gate = nn.Linear(token_dim, 1)
         self.out_proj = nn.Linear(token_dim, token_dim)
-        self.hook_state_weights = HookPoint()
-        self.hook_gate = HookPoint()
+        self.hook_state_weights = HookPoint(layout=("batch", "head", "pos", "slot"), kind="memory_read")
+        self.hook_gate = HookPoint(layout=("batch", "pos"), kind="gate")
 
     def self_attention(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The self-attention path alone: ``[B, T, Dt]`` (before the gate and ``W_o``)."""
@@ -209,7 +209,7 @@ class SparseStateAttention(nn.Module):
         self.k_proj = nn.Linear(state_dim, state_dim, bias=False)
         self.v_proj = nn.Linear(state_dim, state_dim)
         self.out_proj = nn.Linear(state_dim, token_dim)
-        self.hook_weights = HookPoint()
+        self.hook_weights = HookPoint(layout=("batch", "pos", "slot"), kind="memory_read")
 
     def forward(
         self, tokens: torch.Tensor, states: torch.Tensor, alive: Optional[torch.Tensor] = None

@@ -191,8 +191,8 @@ class StateManager(SlotBookkeeping, nn.Module):
             raise ValueError(f"importance_init must be in (0, 1), got {importance_init!r}")
         self.importance_init = float(importance_init)
         self._init_bookkeeping(max_states, state_dim, initial_states)
-        self.hook_importance = HookPoint()
-        self.hook_alive = HookPoint()
+        self.hook_importance = HookPoint(layout=("slot",), kind="importance")
+        self.hook_alive = HookPoint(layout=("slot",), kind="alive")
 
     def forward(self) -> torch.Tensor:
         """The alive slots' values ``[n_alive, D]`` (slot order)."""

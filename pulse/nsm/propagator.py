@@ -46,6 +46,8 @@ class StatePropagator(nn.Module):
         enable_communication: apply multi-head self-attention among slots (residual +
             LayerNorm) after the gated update, for ``[B, S, D]`` inputs with ``S > 1``.
         dropout: dropout on the communication output.
+        hook_layout: declared layout of the ``[B, S, D]`` hooks (``HookPoint`` layout); a
+            propagator over token states passes ``("batch", "pos", "d_state")``.
 
     ``forward(states, inputs=None, cell=None, alive=None) -> new_states`` (same shape as
     ``states``: ``[B, D]`` or ``[B, S, D]``). ``inputs`` defaults to zeros. For the LSTM the
@@ -61,6 +63,7 @@ class StatePropagator(nn.Module):
         num_heads: int = 4,
         enable_communication: bool = True,
         dropout: float = 0.0,
+        hook_layout: tuple[str, ...] = ("batch", "slot", "d_state"),
     ) -> None:
         super().__init__()
         self.state_dim = check_positive_int("state_dim", state_dim)
@@ -71,15 +74,15 @@ class StatePropagator(nn.Module):
         self.communication = (
             SlotCommunication(state_dim, num_heads, dropout) if self.enable_communication else None
         )
-        self.hook_reset_gate = HookPoint()
-        self.hook_update_gate = HookPoint()
-        self.hook_candidate = HookPoint()
-        self.hook_input_gate = HookPoint()
-        self.hook_forget_gate = HookPoint()
-        self.hook_output_gate = HookPoint()
-        self.hook_cell = HookPoint()
-        self.hook_slot_attention = HookPoint()
-        self.hook_state = HookPoint()
+        self.hook_reset_gate = HookPoint(layout=hook_layout, kind="gate")
+        self.hook_update_gate = HookPoint(layout=hook_layout, kind="gate")
+        self.hook_candidate = HookPoint(layout=hook_layout, kind="candidate")
+        self.hook_input_gate = HookPoint(layout=hook_layout, kind="gate")
+        self.hook_forget_gate = HookPoint(layout=hook_layout, kind="gate")
+        self.hook_output_gate = HookPoint(layout=hook_layout, kind="gate")
+        self.hook_cell = HookPoint(layout=hook_layout, kind="state")
+        self.hook_slot_attention = HookPoint(layout=("batch", "state_head", "slot", "key_slot"), kind="attention")
+        self.hook_state = HookPoint(layout=hook_layout, kind="state")
 
     def _hooks(self) -> dict:
         return {

@@ -60,7 +60,7 @@ class TokenToStateRouter(nn.Module):
         self.q_proj = nn.Linear(token_dim, state_dim, bias=False)
         self.k_proj = nn.Linear(state_dim, state_dim, bias=False)
         self.v_proj = nn.Linear(token_dim, state_dim)
-        self.hook_routing = HookPoint()
+        self.hook_routing = HookPoint(layout=("batch", "pos", "slot"), kind="routing")
 
     def forward(
         self,

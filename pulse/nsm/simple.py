@@ -64,7 +64,7 @@ class SimpleNSM(nn.Module):
         self.propagator = StatePropagator(state_dim, gate_type, num_heads, enable_communication)
         self.norm = nn.LayerNorm(state_dim)
         self.head = nn.Linear(state_dim, output_dim)
-        self.hook_pooled = HookPoint()
+        self.hook_pooled = HookPoint(layout=("batch", "d_state"), kind="output")
 
     def forward(self, x: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.input_dim:

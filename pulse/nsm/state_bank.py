@@ -163,16 +163,17 @@ class StateBank(SlotBookkeeping, nn.Module):
         self.cell = GatedCell(ds, self.gate_type)
         self.communication = SlotCommunication(ds, num_heads) if self.enable_communication else None
 
-        self.hook_importance = HookPoint()
-        self.hook_alive = HookPoint()
-        self.hook_routing = HookPoint()
+        self.hook_importance = HookPoint(layout=("slot",), kind="importance")
+        self.hook_alive = HookPoint(layout=("slot",), kind="alive")
+        self.hook_routing = HookPoint(layout=("batch", "pos", "slot"), kind="routing")
         for name in _GATE_HOOKS[self.gate_type].values():
-            setattr(self, name, HookPoint())
-        self.hook_slot_attention = HookPoint()
-        self.hook_slots = HookPoint()
-        self.hook_update_positions = HookPoint()
-        self.hook_read_weights = HookPoint()
-        self.hook_read = HookPoint()
+            setattr(self, name, HookPoint(layout=("batch", "update", "slot", "d_state"), kind="gate"))
+        self.hook_slot_attention = HookPoint(layout=("batch", "update", "state_head", "slot", "key_slot"),
+                                              kind="attention")
+        self.hook_slots = HookPoint(layout=("batch", "update", "slot", "d_state"), kind="state")
+        self.hook_update_positions = HookPoint(layout=("batch", "update"), kind="positions")
+        self.hook_read_weights = HookPoint(layout=("batch", "pos", "slot"), kind="memory_read")
+        self.hook_read = HookPoint(layout=("batch", "pos", "d_state"), kind="memory_read")
 
     # ------------------------------------------------------------------ state
     def init_state(self, batch_size: int, device=None, dtype: Optional[torch.dtype] = None) -> dict:

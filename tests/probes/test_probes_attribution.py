@@ -49,7 +49,7 @@ class Steep(nn.Module):
         with torch.no_grad():
             self.embed.weight.uniform_(0.5, 1.0)
             self.embed.weight[0] = 0.0
-        self.hook_embed = HookPoint()
+        self.hook_embed = HookPoint(layout=("batch", "pos", "d_model"), kind="residual")
         self.sharpness, self.vocab = sharpness, vocab
         with torch.no_grad():
             self.c = 0.37 * float(self.embed(ids).sum())
@@ -218,3 +218,23 @@ def test_page_marks_a_large_error_in_red(monkeypatch, page_checkpoints, error, r
     assert metrics["Completeness error"] == f"{100 * error:.1f}%" and metrics["IG steps used"] == "64"
     assert any(":red[" in m.value and "31.0%" in m.value for m in at.markdown) == red
     assert any("Completeness error 31.0% after 64 steps" in w.value for w in at.warning) == red
+
+
+def test_attribution_hooks_are_removed_after_an_error(bank_model):
+    from probes.attribution._common import record, replaced_hook
+    from pulse.hooks import hook_points
+
+    def n_hooks():
+        return sum(len(hp._forward_hooks) for _, hp in hook_points(bank_model))
+
+    ids = torch.randint(1, 50, (1, 9))
+    name = "blocks.0.states.hook_read_weights"
+    with pytest.raises(RuntimeError, match="inside"):
+        with replaced_hook(bank_model, name, {"value": None}):
+            assert n_hooks() == 1
+            raise RuntimeError("inside")
+    assert n_hooks() == 0
+    with pytest.raises(ValueError, match="not a hook site"):
+        record(bank_model, "blocks.9.nope", ids, None)
+    r = record(bank_model, name, ids, None)
+    assert r.shape == (1, 9, 4) and n_hooks() == 0

@@ -49,7 +49,7 @@ class OracleBank(nn.Module):
         self.register_buffer("alive", torch.ones(len(importance), dtype=torch.bool))
         self.importance = torch.tensor(importance, dtype=torch.float32)
         self.events = []
-        self.hook_read_weights = HookPoint()
+        self.hook_read_weights = HookPoint(layout=("batch", "pos", "slot"), kind="memory_read")
 
     def get_importance_scores(self):
         return self.importance.clone()

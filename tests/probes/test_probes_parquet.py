@@ -116,3 +116,27 @@ def test_streaming_matches_one_shot(tmp_path):
     assert tl == (4999, 5000)
     r = pd.read_parquet(d / "routing.parquet")
     pd.testing.assert_frame_equal(r.reset_index(drop=True), one.frame("routing"), atol=2e-4, check_exact=False)
+
+
+def test_layouts_are_stored_in_the_metadata(bank_model, ids, tmp_path):
+    import pyarrow.parquet as pq
+
+    _, tr = run_with_trace(bank_model, ids)
+    d = tr.to_parquet(tmp_path / "trace")
+    doc = json.loads((d / "metadata.json").read_text())
+    assert doc["schema_version"] == 2
+    entries = {e["name"]: e for e in doc["tensors"]}
+    slots, decay = entries["blocks.0.states.hook_slots"], entries["blocks.0.attn.hook_decay"]
+    assert slots["layout"] == ["batch", "update", "slot", "d_state"] and slots["kind"] == "state"
+    assert slots["step_axis"] == 1
+    assert decay["layout"] == ["head"] and decay["kind"] == "decay" and decay["step_axis"] is None
+    assert doc["metadata"]["hook_sites"]["blocks.1.states.hook_routing"] == {"layout": ["batch", "pos", "slot"],
+                                                                             "kind": "routing"}
+    # each tensor file's own Parquet schema metadata names its layout and kind
+    meta = pq.read_schema(d / entries["blocks.0.attn.hook_q_features"]["file"]).metadata
+    assert meta[b"pulse.name"] == b"blocks.0.attn.hook_q_features"
+    assert json.loads(meta[b"pulse.layout"]) == ["batch", "head", "pos", "d_k"]
+    assert json.loads(meta[b"pulse.kind"]) == "attention_input"
+    back = Trace.from_parquet(d)
+    for name in tr.names:
+        assert back.layout(name) == tr.layout(name) and back.kind(name) == tr.kind(name), name

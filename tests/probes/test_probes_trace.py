@@ -20,7 +20,7 @@ def test_records_all_sites_detached_cpu(full_model, ids):
     assert r.shape == (2, 21, 4) and not r.requires_grad and r.device.type == "cpu"
     assert torch.equal(tr["hook_final"], out.get("hidden", tr["hook_final"]))
     assert torch.equal(tr.tokens, ids)
-    assert tr.metadata["schema_version"] == 1 and tr.metadata["config"]["num_states"] == 4
+    assert tr.metadata["schema_version"] == 2 and tr.metadata["config"]["num_states"] == 4
     assert isinstance(tr.metadata["weights_hash"], str)
     assert n_hooks(full_model) == 0
 
@@ -103,3 +103,63 @@ def test_trace_mapping_errors(plain_model, ids):
     with pytest.raises(KeyError, match="not in this trace"):
         tr["blocks.0.hook_resid_post"]
     assert isinstance(tr, Trace) and len(tr) == 1 and list(tr) == ["hook_embed"]
+
+
+def test_metadata_records_the_declared_layouts(full_model, ids):
+    from pulse.hooks import hook_sites
+
+    _, tr = run_with_trace(full_model, ids, top_k=2)
+    sites = hook_sites(full_model)
+    recorded = tr.metadata["hook_sites"]
+    assert {n: recorded[n] for n in sites} == {n: s.record() for n, s in sites.items()}
+    assert recorded["loss.per_token"] == {"layout": ["batch", "pos"], "kind": "loss"}
+    assert tr.layout("predictions.top_ids") == ("batch", "pos", "rank")
+    assert tr.layout("model.blocks.0.attn.hook_v") == ("batch", "head", "pos", "d_v")
+    assert tr.kind("blocks.1.states.hook_update_gate") == "gate"
+    for name in tr.names:  # what was recorded has as many axes as its layout names
+        assert tr[name].dim() == len(tr.layout(name)), name
+    assert tr.step_axis("blocks.0.attn.hook_q_features") == 2 and tr.step_axis("blocks.0.states.hook_slots") == 1
+    assert tr.step_axis("blocks.0.states.hook_importance") is None
+    tr.add("extra.unlaid", torch.zeros(2, 3))  # no layout given: [B, T, ...] assumed
+    assert tr.layout("extra.unlaid") is None and tr.step_axis("extra.unlaid") == 1
+    with pytest.raises(ValueError, match="layout"):
+        tr.add("extra.bad", torch.zeros(2, 3), layout=("batch",))
+
+
+class _Misnamed(torch.nn.Module):
+    """Names that the old name rules read wrongly: the declared layouts decide."""
+
+    def __init__(self, bad_layout=False):
+        super().__init__()
+        from pulse.hooks import HookPoint
+
+        self.attn = torch.nn.Module()
+        self.attn.hook_out = HookPoint(layout=("batch", "pos", "d_model"), kind="output")  # not per head
+        self.hook_decay = HookPoint(layout=("batch", "pos") if not bad_layout else ("pos",), kind="decay")
+        self.hook_table = HookPoint(layout=("batch", "slot"), kind="importance")  # no step axis
+
+    def forward(self, ids):
+        x = ids.float()[..., None].expand(*ids.shape, 3)
+        self.attn.hook_out(x)
+        self.hook_decay(ids.float())
+        self.hook_table(ids.float()[:, :2])
+        return x
+
+
+def test_several_calls_join_along_the_declared_step_axis():
+    model = _Misnamed()
+    ids = torch.arange(10).view(2, 5)
+    with trace(model) as tr:
+        model(ids[:, :2])
+        model(ids[:, 2:])
+    assert torch.equal(tr["attn.hook_out"][..., 0], ids.float())  # joined along pos (axis 1), not axis 2
+    assert torch.equal(tr["hook_decay"], ids.float())  # joined along pos: not a per-parameter value
+    assert torch.equal(tr["hook_table"], ids[:, 2:4].float()) and len(tr.records("hook_table")) == 2
+
+
+def test_a_layout_that_does_not_fit_its_value_is_refused(ids):
+    model = _Misnamed(bad_layout=True)
+    with pytest.raises(ValueError, match="declares layout"):
+        with trace(model):
+            model(ids)
+    assert n_hooks(model) == 0

@@ -20,13 +20,13 @@ torch.set_num_threads(1)
 class _Conv(nn.Module):
     def __init__(self):
         super().__init__()
-        self.hook_out = HookPoint()
+        self.hook_out = HookPoint(layout=("batch", "pos", "d_model"), kind="output")
 
 
 class _Memory(nn.Module):
     def __init__(self):
         super().__init__()
-        self.hook_read = HookPoint()
+        self.hook_read = HookPoint(layout=("batch", "pos", "d_model"), kind="memory_read")
 
 
 class _Block(nn.Module):
