@@ -30,7 +30,7 @@ def verdict_overview(results: Sequence[dict[str, Any]], title: str = "Verdicts")
         hovertext=[f"{r['statistic']} = {r['value']:.3g}" for r in results], hoverinfo="text+y"))
     fig.update_layout(title=title, xaxis=dict(categoryorder="array", categoryarray=VERDICT_ORDER, type="category",
                                               title="verdict"),
-                      yaxis=dict(autorange="reversed"), height=140 + 45 * len(results),
+                      yaxis=dict(title="claim", autorange="reversed"), height=140 + 45 * len(results),
                       margin=dict(l=240, r=20, t=40, b=40))
     return fig
 
@@ -57,7 +57,8 @@ def effect_intervals(result: dict[str, Any], axis_title: str | None = None) -> g
         fig.add_vline(x=neg, line_dash="dot", line_color="#999", annotation_text="negligible")
     why = d.get("precondition_failed")
     title = f"{result['claim']}: {result['verdict']}" + (f" ({why})" if why else "")
-    fig.update_layout(title=title, xaxis_title=axis_title or result["statistic"], height=150 + 40 * max(1, len(seeds)),
+    fig.update_layout(title=title, xaxis_title=axis_title or result["statistic"], yaxis_title="seed",
+                      height=150 + 40 * max(1, len(seeds)),
                       margin=dict(l=80, r=20, t=50, b=40), showlegend=False)
     return fig
 

@@ -18,8 +18,10 @@ def claim_verdicts(results: Sequence[dict[str, Any]], title: str = "Claim checks
         x=vals, y=names, orientation="h",
         marker_color=[VERDICT_COLORS.get(r["verdict"], "#7f7f7f") for r in results],
         text=[f"{r['verdict']} ({r['statistic']} = {r['value']:.3g})" for r in results], textposition="auto",
-        hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+        customdata=[r["statistic"] for r in results],
+        hovertemplate="%{y}: %{customdata} = %{x:.4g}<extra></extra>",
     ))
-    fig.update_layout(title=title, xaxis_title="statistic", yaxis=dict(autorange="reversed"),
+    fig.update_layout(title=title, xaxis_title="statistic value (each claim's own statistic, see its text)",
+                      yaxis=dict(title="claim", autorange="reversed", automargin=True),
                       height=120 + 50 * len(results), margin=dict(l=220, r=20, t=40, b=40))
     return fig

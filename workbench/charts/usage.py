@@ -60,6 +60,7 @@ def usage_bars(rows: Sequence[Mapping[str, Any]] | Any, chance: float | None = N
                       annotation_text=f"chance {float(chance):.3f}", annotation_position="bottom right")
     sub = f" (held-out answer accuracy, n = {n} examples, error bars: {round(100 * confidence)}% bootstrap CI)" if n else ""
     fig.update_layout(title=title + sub, xaxis=dict(title="answer accuracy with it switched off", range=[0, 1.05]),
-                      yaxis=dict(autorange="reversed"), height=140 + 26 * len(bars),
+                      yaxis=dict(title="switched off", autorange="reversed", automargin=True),
+                      height=140 + 26 * len(bars),
                       margin=dict(l=330, r=30, t=60, b=50), showlegend=False)
     return fig

@@ -73,11 +73,14 @@ if ctx is not None:
         else:
             left, right = st.columns(2)
             with left:
-                state.plot(charts.loss_strip(pos, run.tokens[t0:t1], run.loss()[t0:t1], title=f"{name_a}: loss"),
+                state.plot(charts.loss_strip(pos, run.tokens[t0:t1], run.loss()[t0:t1], title=f"{name_a}: loss",
+                                             zmax=charts.shared_range(run.loss()[t0:t1], other_run.loss()[t0:t1])[1]),
                            key="cmp_loss_a")
             with right:
                 state.plot(charts.loss_strip(pos, other_run.tokens[t0:t1], other_run.loss()[t0:t1],
-                                             title=f"{name_b}: loss"), key="cmp_loss_b")
+                                             title=f"{name_b}: loss",
+                                             zmax=charts.shared_range(run.loss()[t0:t1], other_run.loss()[t0:t1])[1]),
+                           key="cmp_loss_b")
         common = sorted(set(ckpt.bank_layers()) & set(other_ckpt.bank_layers()))
         if common:
             layer = st.selectbox("Routing of layer", common, key="cmp_layer")

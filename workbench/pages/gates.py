@@ -29,7 +29,8 @@ if ctx is not None:
             st.info("No state-bank update happened inside this window (updates come at chunk ends).")
         else:
             state.plot(charts.gates_over_time(d["pos"].to_numpy(), d["slot"].to_numpy(), d["value"].to_numpy(),
-                                              title=f"Layer {layer}: {gate} gate per slot (mean over state dims)"),
+                                              title=f"Layer {layer}: {gate} gate per slot (mean over state dims)",
+                                              tokens=run.tokens),
                        key="gates_bank")
     else:
         st.info("This model has no state bank; showing the per-token gates only.")

@@ -103,10 +103,12 @@ if ctx is not None:
         before, after = res.loss_before[0].numpy(), res.loss_after[0].numpy()
         left, right = st.columns(2)
         with left:
-            state.plot(charts.loss_strip(pos, toks, before[t0:t1], title=f"Before: per-token {s['loss']}"),
+            state.plot(charts.loss_strip(pos, toks, before[t0:t1], title=f"Before: per-token {s['loss']}",
+                                         zmax=charts.shared_range(before[t0:t1], after[t0:t1])[1]),
                        key="iv_before")
         with right:
-            state.plot(charts.loss_strip(pos, toks, after[t0:t1], title=f"After: per-token {s['loss']}"),
+            state.plot(charts.loss_strip(pos, toks, after[t0:t1], title=f"After: per-token {s['loss']}",
+                                         zmax=charts.shared_range(before[t0:t1], after[t0:t1])[1]),
                        key="iv_after")
         state.plot(charts.loss_delta_bars(pos, toks, (after - before)[t0:t1]), key="iv_delta")
         if out["after_tr"] is not None:
