@@ -37,6 +37,8 @@ In Hugging Face's Mamba-2 (transformers 5) the causal conv is a function on the 
 not a module call, so x, B, C are recomputed from ``in_proj``'s output with the same conv; they
 are fed only for calls that carry no conv or SSM state (no cache, or a fresh one): in decoding
 steps those sites stay silent (a warning says so once). The writable sites work in every call.
+Needs transformers >= 5 (tested 5.24): the torch path of 4.x computes another scan (it clamps Δ
+at ``time_step_min`` and tiles B, C over the heads in another order), so the adapter refuses it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ SITES = (
     SiteSpec("hook_state", ("batch", "pos", "head", "d_v", "d_k"), "state", False, "h_t", full=True),
     SiteSpec("hook_out", ("batch", "pos", "d_model"), "output", True, "the mixer's output"),
 )
+
+# transformers 4.x's Mamba2Mixer.torch_forward differs from the SSD scan (see Mamba2Adapter.__init__)
+MIN_TRANSFORMERS_MAJOR = 5
 
 _INNER_SITES = ("hook_x", "hook_B", "hook_C", "hook_dt", "hook_step_decay", "hook_state_norm", "hook_state")
 
@@ -105,6 +110,19 @@ class Mamba2Adapter(FamilyAdapter):
     SITES = SITES
     implicit_layout = ("batch", "head", "pos", "src")
 
+    def __init__(self, model: nn.Module, **options) -> None:
+        import transformers
+
+        major = int(transformers.__version__.split(".")[0])
+        if major < MIN_TRANSFORMERS_MAJOR:
+            raise RuntimeError(
+                f"Mamba-2 adapter: transformers {transformers.__version__}'s torch path of Mamba2Mixer computes "
+                "another scan than the paper and the kernels (it clamps Δ at time_step_min and, with n_groups > 1, "
+                "tiles B and C over the heads in another order): the implicit attention would not be exact "
+                f"(residual ~1e-2 on a tiny model). Use transformers >= {MIN_TRANSFORMERS_MAJOR} "
+                "(pip install -U 'transformers>=5')")
+        super().__init__(model, **options)
+
     def _mixers(self) -> Iterator[nn.Module]:
         backbone = getattr(self.model, "backbone", self.model)
         for block in backbone.layers:
@@ -122,6 +140,8 @@ class Mamba2Adapter(FamilyAdapter):
                     cache.get_recurrent_state(idx, state_idx=0) is None
             except Exception:
                 return False
+        if hasattr(cache, "seqlen_offset"):  # transformers 4.x Mamba2Cache: zero states until the first step
+            return cache.seqlen_offset == 0
         return False
 
     def _inner(self, mixer: nn.Module, proj: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
