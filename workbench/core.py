@@ -30,15 +30,11 @@ CHECKPOINT_DIR_ENV = "PULSE_WORKBENCH_CHECKPOINT_DIR"
 DEFAULT_CHECKPOINT_NAME = "story-world-bank"
 MAX_TOKENS = 2048  # longest text the workbench traces
 MAX_CHARS = 200_000  # refused before tokenising
-# hook sites the workbench records (everything the pages show, nothing bulky besides)
-TRACE_NAMES = [
-    "blocks.*.attn.hook_q_features", "blocks.*.attn.hook_k_features", "blocks.*.attn.hook_normalizer",
-    "blocks.*.attn.hook_decay", "blocks.*.hook_fusion_gate", "blocks.*.recurrent.hook_input_gate",
-    "blocks.*.recurrent.hook_state", "blocks.*.memory.hook_read_scores", "blocks.*.memory.hook_read_weights",
-    "blocks.*.memory.hook_read_slots", "blocks.*.states.hook_importance", "blocks.*.states.hook_alive",
-    "blocks.*.states.hook_routing", "blocks.*.states.hook_*_gate", "blocks.*.states.hook_update_positions",
-    "blocks.*.states.hook_read_weights",
-]
+# hook sites the workbench records: those the registered frames read, by declared kind and
+# layout (probes.frames.frame_hooks; a names filter for run_with_trace), nothing bulky besides
+from probes.frames import frame_hooks  # noqa: E402
+
+TRACE_NAMES = frame_hooks()
 
 
 class WorkbenchError(ValueError):
@@ -63,6 +59,20 @@ def discover_checkpoints(root: str | os.PathLike | None = None) -> dict[str, Pat
                 found[sub.name] = sub
     order = sorted(found, key=lambda n: (n != DEFAULT_CHECKPOINT_NAME, n))
     return {n: found[n] for n in order}
+
+
+def checkpoints_with(flag: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the discovered checkpoints whose config.json sets ``flag`` (e.g. "use_memory")."""
+    import json
+
+    out = []
+    for name, folder in discover_checkpoints(root).items():
+        try:
+            if json.loads((folder / "config.json").read_text(encoding="utf-8")).get(flag):
+                out.append(name)
+        except Exception:  # noqa: BLE001 - a broken folder has nothing
+            continue
+    return out
 
 
 def folder_key(path: str | os.PathLike) -> str:
@@ -158,12 +168,77 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise WorkbenchError(f"The tokenizer in {p} has {tokenizer.vocab_size} tokens but the model only "
                              f"{model.config.vocab_size}: they do not belong together.")
     task, record, problem = _load_task(p, model)
+    tokenizer = _declared_normalization(tokenizer, task)
     card = ""
     if (p / "model_card.md").is_file():
         card = (p / "model_card.md").read_text(encoding="utf-8", errors="replace")
     model.eval()
     return Checkpoint(path=p, model=model, tokenizer=tokenizer, task=task, task_record=record, task_problem=problem,
                       card=card, key=folder_key(p))
+
+
+def _declared_normalization(tokenizer: Any, task: Any) -> Any:
+    """The tokenizer to read text with. A word tokenizer saved before tokenizers recorded their
+    normalisation (``normalization_declared`` False) reads text as its task's tokenizer does
+    when that one has the same vocabulary: the task made the training text, so its
+    normalisation (e.g. the story world's lower case, punctuation as words) is how the model
+    was trained. Any other tokenizer is used as saved (one made without lower-casing is never
+    lower-cased)."""
+    if getattr(tokenizer, "normalization_declared", True) or task is None:
+        return tokenizer
+    own = getattr(task, "tokenizer", None)
+    if own is None or getattr(own, "vocab", None) != getattr(tokenizer, "vocab", None):
+        return tokenizer
+    if not hasattr(own, "normalize"):
+        return tokenizer
+    return own
+
+
+def tokenizer_signature(path: str | os.PathLike) -> str:
+    """What a checkpoint's tokenizer maps text to, for telling whether two checkpoints can read
+    the same text alike: the word list of a word tokenizer, the BPE file of a BPE one (as a
+    string; "" when the folder has no readable tokenizer.json)."""
+    import hashlib
+    import json
+
+    p = Path(path)
+    try:
+        meta = json.loads((p / "tokenizer.json").read_text(encoding="utf-8"))
+        if meta.get("type") == "word":
+            return "word:" + "\n".join(meta.get("vocab") or [])
+        hf = p / str(meta.get("hf_file") or "bpe.json")
+        return f"{meta.get('type')}:" + hashlib.sha256(hf.read_bytes()).hexdigest()
+    except Exception:  # noqa: BLE001 - unreadable: matches nothing
+        return ""
+
+
+def trained_on(ckpt: Checkpoint) -> str:
+    """The task's ``train_on`` ("answers" or "all"), or "" when unknown (no task)."""
+    if ckpt.task is not None and getattr(ckpt.task, "train_on", None):
+        return str(ckpt.task.train_on)
+    rec = ckpt.task_record or {}
+    return str((rec.get("kwargs") or {}).get("train_on") or (rec.get("describe") or {}).get("train_on") or "")
+
+
+def trained_to_produce(ckpt: Checkpoint) -> str:
+    """One sentence for the generation controls: what this model learned to predict, so what
+    its continuation of a prompt can mean."""
+    on = trained_on(ckpt)
+    name = (ckpt.task_record or {}).get("name") or getattr(ckpt.task, "name", "") or "its task"
+    if on == "answers":
+        where = ("the token after each '?' (the answer to a question about the story)" if name == "story_world"
+                 else "the answer positions of its task")
+        return (f"This model ({name}, trained on answers only) learned to predict only {where}; it was never "
+                "trained to continue the text, so anything it writes elsewhere means little (greedy decoding "
+                "then often repeats one word). Give a prompt that ends with a question, e.g. "
+                "'mary went to the kitchen . where is mary ?', and read the first generated token: its answer."
+                if name == "story_world" else
+                f"This model ({name}, trained on answers only) learned to predict only {where}; elsewhere "
+                "its continuation means little (greedy decoding then often repeats one token).")
+    if on == "all":
+        return (f"This model ({name}) was trained to predict every next token, so it continues the text "
+                "in the style of its training data.")
+    return ("What this model was trained to predict is unknown (no task.json): its continuation may mean little.")
 
 
 NO_TASK_CONSEQUENCE = ("The workbench therefore does not know which tokens this model was trained to predict: "
@@ -256,6 +331,13 @@ class Encoded:
     ids: list[int]
     tokens: list[str]
     warnings: list[str] = field(default_factory=list)
+    normalized: str = ""  # the text as the tokenizer reads it ("" when normalisation changed nothing)
+
+
+def normalize_text(tokenizer: Any, text: str) -> str:
+    """``text`` as ``tokenizer`` reads it (its own :meth:`normalize`; unchanged without one)."""
+    norm = getattr(tokenizer, "normalize", None)
+    return norm(text) if callable(norm) else text
 
 
 def display_token(tokenizer: Any, i: int) -> str:
@@ -302,7 +384,9 @@ def encode_text(tokenizer: Any, text: Any, max_tokens: int = MAX_TOKENS) -> Enco
     if alphabet is not None and ids and all(i == tokenizer.unk_token_id for i in ids):
         raise WorkbenchError("None of the words is in this model's vocabulary: every token would be <unk>. "
                              "Try an example story.")
-    return Encoded(ids, [display_token(tokenizer, i) for i in ids], warnings)
+    normalized = normalize_text(tokenizer, text)
+    return Encoded(ids, [display_token(tokenizer, i) for i in ids], warnings,
+                   normalized if normalized != " ".join(text.split()) else "")
 
 
 # ------------------------------------------------------------------ runs
@@ -386,17 +470,29 @@ def trace_text(ckpt: Checkpoint, text: str, categories: list[str] | None = None,
     return Run(enc.ids, enc.tokens, cats, tr, text, labels[0].tolist(), ckpt.loss_name), enc.warnings
 
 
-def generate_text(ckpt: Checkpoint, prompt: str, max_new_tokens: int = 40, temperature: float = 1.0,
-                  seed: int = 0) -> str:
-    """Prompt followed by the model's continuation (greedy at temperature 1.0, else sampled)."""
+def generate_text(ckpt: Checkpoint, prompt: str, max_new_tokens: int = 40, temperature: float = 0.0,
+                  seed: int = 0, top_k: int | None = None, top_p: float | None = None) -> str:
+    """Prompt followed by the model's continuation. ``temperature`` 0 is greedy decoding (always
+    the most likely token; ``top_k``/``top_p``/``seed`` then do nothing); above 0 tokens are
+    sampled from the softmax at that temperature, restricted to the ``top_k`` most likely tokens
+    (None or 0: all) and to the smallest set whose probability reaches ``top_p`` (None or 1: all),
+    with ``seed`` fixing the draw."""
     enc = encode_text(ckpt.tokenizer, prompt, MAX_TOKENS)
     if not 1 <= max_new_tokens <= MAX_TOKENS - len(enc.ids):
         raise WorkbenchError(f"Number of new tokens must be between 1 and {MAX_TOKENS - len(enc.ids)}.")
+    if not temperature >= 0:
+        raise WorkbenchError(f"Temperature must be 0 (greedy) or more, got {temperature}.")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise WorkbenchError(f"top-p must be in (0, 1], got {top_p}.")
     ids = torch.tensor([enc.ids], dtype=torch.long)
     gen = torch.Generator().manual_seed(int(seed))
-    kwargs: dict[str, Any] = {"do_sample": temperature != 1.0}
-    if temperature != 1.0:
+    kwargs: dict[str, Any] = {"do_sample": temperature > 0}
+    if temperature > 0:
         kwargs["temperature"] = float(temperature)
+        if top_k:
+            kwargs["top_k"] = int(top_k)
+        if top_p is not None and top_p < 1:
+            kwargs["top_p"] = float(top_p)
     out = ckpt.model.generate(ids, max_new_tokens=int(max_new_tokens), generator=gen,
                               pad_token_id=ckpt.tokenizer.pad_token_id, **kwargs)
     new = [i for i in out[0, len(enc.ids):].tolist()]

@@ -50,7 +50,7 @@ def examples(ckpt: Checkpoint) -> list[Example]:
     return _examples(str(ckpt.path), ckpt.key)
 
 
-@st.cache_data(show_spinner="Tracing the text…", max_entries=24)
+@st.cache_data(show_spinner="Tracing the text…", show_time=True, max_entries=24)
 def _run(path: str, key: str, text: str, categories: tuple[str, ...] | None) -> tuple[Run, list[str]]:
     return core.trace_text(_checkpoint(path, key), text, list(categories) if categories else None)
 
@@ -61,8 +61,25 @@ def trace(ckpt: Checkpoint, text: str, categories: list[str] | None = None) -> t
 
 
 @st.cache_data(show_spinner="Generating…", max_entries=24)
-def _generate(path: str, key: str, prompt: str, n: int, temperature: float, seed: int) -> str:
-    return core.generate_text(_checkpoint(path, key), prompt, n, temperature, seed)
+def _generate(path: str, key: str, prompt: str, n: int, temperature: float, seed: int, top_k: int = 0,
+              top_p: float = 1.0) -> str:
+    return core.generate_text(_checkpoint(path, key), prompt, n, temperature, seed, top_k=top_k or None,
+                              top_p=top_p if top_p < 1 else None)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _tokenizer_signature(path: str, key: str) -> str:
+    return core.tokenizer_signature(path)
+
+
+def same_tokenizer(a: str | Path, b: str | Path) -> bool:
+    """Whether the checkpoint folders ``a`` and ``b`` have tokenizers with the same vocabulary
+    (so one text is the same tokens to both)."""
+    sigs = []
+    for p in (a, b):
+        p = Path(str(p).strip()).expanduser()
+        sigs.append(_tokenizer_signature(str(p), core.folder_key(p)) if str(p).strip() else "")
+    return bool(sigs[0]) and sigs[0] == sigs[1]
 
 
 def working_copy(ckpt: Checkpoint):
@@ -134,21 +151,62 @@ def _input_picker(ckpt: Checkpoint) -> tuple[str, list[str] | None, str] | None:
         text = st.sidebar.text_area("Text", key="wb_text", height=160,
                                     help=f"At most {core.MAX_TOKENS:,} tokens.")
         return text, None, source
-    default_prompt = " ".join(exs[0].text.split()[:8]) if exs else ""
     if "wb_prompt" not in st.session_state:
-        st.session_state["wb_prompt"] = default_prompt
+        st.session_state["wb_prompt"] = _default_prompt(ckpt, exs)
+    st.sidebar.caption(core.trained_to_produce(ckpt))
     prompt = st.sidebar.text_input("Prompt", key="wb_prompt")
     n = st.sidebar.number_input("New tokens", 1, 400, 40, key="wb_new_tokens")
-    temp = st.sidebar.slider("Temperature (1.0 = greedy)", 0.2, 2.0, 1.0, 0.1, key="wb_temperature")
-    seed = st.sidebar.number_input("Sampling seed", 0, 10_000, 0, key="wb_seed")
+    temp = st.sidebar.slider("Temperature (0 = greedy)", 0.0, 2.0, 0.0, 0.1, key="wb_temperature",
+                             help="0: always the most likely token (greedy; the same text every time, and a "
+                                  "small model often repeats itself). Above 0: tokens are drawn at random from the "
+                                  "model's probabilities, flattened by higher temperatures.")
+    greedy = float(temp) == 0.0
+    c1, c2 = st.sidebar.columns(2)
+    top_k = c1.number_input("Top-k (0 = all)", 0, int(ckpt.tokenizer.vocab_size), 0, key="wb_top_k", disabled=greedy,
+                            help="Sample only among the k most likely tokens.")
+    top_p = c2.slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="wb_top_p", disabled=greedy,
+                      help="Sample only among the most likely tokens whose probabilities add up to p (1 = all).")
+    seed = st.sidebar.number_input("Sampling seed", 0, 10_000, 0, key="wb_seed", disabled=greedy)
     try:
-        text = _generate(str(ckpt.path), ckpt.key, prompt, int(n), float(temp), int(seed))
+        text = _generate(str(ckpt.path), ckpt.key, prompt, int(n), float(temp), int(seed),
+                         0 if greedy else int(top_k), 1.0 if greedy else float(top_p))
     except WorkbenchError as e:
         st.error(f"Cannot generate: {e}")
         return None
     with st.sidebar.expander("Generated text", expanded=True):
         st.write(text)
+        if greedy:
+            st.caption("Greedy decoding: a repeated word means the model's best guess did not change; raise the "
+                       "temperature to sample instead.")
     return text, None, source
+
+
+def _default_prompt(ckpt: Checkpoint, exs: list[Example]) -> str:
+    """The first example up to its first question (what an answers-only story model completes),
+    else its first eight words."""
+    if not exs:
+        return ""
+    words = exs[0].text.split()
+    if core.trained_on(ckpt) == "answers" and "?" in words:
+        return " ".join(words[: words.index("?") + 1])
+    return " ".join(words[:8])
+
+
+def _vocabulary(ckpt: Checkpoint) -> None:
+    """The model's vocabulary in the sidebar, and how text is normalised before it is looked up."""
+    tok = ckpt.tokenizer
+    vocab = getattr(tok, "vocab", None)
+    if vocab is None:
+        with st.sidebar.expander(f"Vocabulary ({tok.vocab_size:,} tokens)", expanded=False):
+            st.caption("A byte-level BPE tokenizer: any text can be encoded, split into sub-word pieces.")
+        return
+    words = [w for w in vocab if w not in getattr(tok, "special_tokens", ())]
+    with st.sidebar.expander(f"Vocabulary ({len(words)} words)", expanded=False):
+        how = getattr(tok, "normalization", "")
+        st.caption(("Text is read as the model was trained: " + how + ". " if how else
+                    "Text is split at spaces and looked up as typed (case matters). ")
+                   + "Any other word is read as <unk>.")
+        st.markdown(" ".join(f"`{w}`" for w in words))
 
 
 def sidebar() -> Context | None:
@@ -158,6 +216,7 @@ def sidebar() -> Context | None:
         return None
     if ckpt.task_problem:
         st.warning(ckpt.task_problem)
+    _vocabulary(ckpt)
     picked = _input_picker(ckpt)
     if picked is None:
         return None
@@ -172,6 +231,9 @@ def sidebar() -> Context | None:
         return None
     for w in warnings:
         st.warning(w)
+    normalized = core.normalize_text(ckpt.tokenizer, text)
+    if source != "Example story" and normalized != " ".join(text.split()):
+        st.sidebar.caption(f"Read as: {normalized[:300]}{' …' if len(normalized) > 300 else ''}")
     st.sidebar.caption(f"{ckpt.name} · {run.T} tokens · mean {run.loss_label()}: {core.fmt_loss(run.mean_loss())}")
     return Context(ckpt, run, warnings, source)
 
@@ -200,21 +262,60 @@ def explain(text: str) -> None:
 
 def window(T: int, key: str, default_width: int = DEFAULT_WINDOW, max_width: int = MAX_WINDOW) -> tuple[int, int]:
     """A position window [t0, t1): a slider when the text is longer than ``default_width``, with a
-    note saying that the charts show a window."""
+    note saying that the charts show a window. The start is kept (clamped) when the width
+    changes: the slider's range changes with the width, which would reset it."""
     if T <= default_width:
         return 0, T
     c1, c2 = st.columns([3, 1])
-    width = c2.number_input("Window width", 16, min(max_width, T), min(default_width, T), step=16,
-                            key=f"{key}_width")
-    start = c1.slider("Window start (token position)", 0, max(0, T - int(width)), 0, key=f"{key}_start")
+    top_width = max(1, min(max_width, T))
+    width = int(c2.number_input("Window width", min(16, top_width), top_width, min(default_width, top_width),
+                                step=16, key=f"{key}_width"))
+    kept = f"_{key}_start_kept"
+    last = int(st.session_state.get(kept, 0))
+    if T - width > 0:
+        start = int(c1.slider("Window start (token position)", 0, T - width, min(last, T - width),
+                              key=f"{key}_start"))
+        st.session_state[kept] = start
+    else:
+        start = 0
+        c1.caption("The window covers the whole text.")
     t0, t1 = core.window_bounds(T, int(start), int(width))
     st.caption(f"Long text: the charts show positions {t0}–{t1 - 1} of {T} (a window keeps them responsive; "
                "move the slider to look elsewhere). Numbers are computed on the whole text.")
     return t0, t1
 
 
+def position(label: str, lo: int, hi: int, value: int, key: str, help: str | None = None) -> int:
+    """A token position in [lo, hi]: a slider, or a caption naming the only position when
+    ``lo == hi`` (a slider needs two values)."""
+    lo, hi = int(lo), int(max(lo, hi))
+    if hi == lo:
+        st.caption(f"{label}: {lo} (the only one)")
+        return lo
+    return int(st.slider(label, lo, hi, int(min(max(value, lo), hi)), key=key, help=help))
+
+
+def position_range(label: str, lo: int, hi: int, value: tuple[int, int], key: str) -> tuple[int, int]:
+    """A range of token positions within [lo, hi]; a caption when there is only one position."""
+    lo, hi = int(lo), int(max(lo, hi))
+    if hi == lo:
+        st.caption(f"{label}: {lo} (the only one)")
+        return lo, lo
+    a, b = (int(min(max(v, lo), hi)) for v in value)
+    a, b = st.slider(label, lo, hi, (min(a, b), max(a, b)), key=key)
+    return int(a), int(b)
+
+
 def plot(fig, key: str) -> None:
     st.plotly_chart(fig, width="stretch", key=key)
+
+
+def lacks(what: str, flag: str, why: str = "") -> str:
+    """ "This model has no <what> (config <flag> = false)…", naming the checkpoints that have it."""
+    have = core.checkpoints_with(flag)
+    where = (f" These checkpoints have it: {', '.join(have)} (pick one in the sidebar)." if have else "")
+    return (f"This model has no {what} (config {flag} = false), so there is nothing to show on this page."
+            f"{' ' + why if why else ''}{where}")
 
 
 def require(condition: bool, message: str) -> bool:
@@ -232,7 +333,7 @@ def show_error(e: Exception, what: str) -> None:
 
 
 # ------------------------------------------------------------------ cached analyses
-@st.cache_data(show_spinner="Integrated gradients over the slots…", max_entries=32)
+@st.cache_data(show_spinner="Integrated gradients over the state-bank slots…", show_time=True, max_entries=32)
 def slot_ig(path: str, key: str, ids: tuple[int, ...], layer: int, position: int, target: int, n_steps: int):
     """(attributions [T', S], relative error) of the target logit to the slot read weights."""
     import torch
@@ -248,8 +349,8 @@ def slot_ig(path: str, key: str, ids: tuple[int, ...], layer: int, position: int
 USAGE_N = int(os.environ.get("PULSE_WORKBENCH_USAGE_N", "256"))  # held-out examples of the usage table
 
 
-@st.cache_data(show_spinner="Measuring what this model relies on (its held-out split, each mechanism off)…",
-               max_entries=8)
+@st.cache_data(show_spinner="Measuring what this model relies on (its held-out split, each mechanism off; "
+                            "up to a minute, once per checkpoint)…", show_time=True, max_entries=8)
 def _usage(path: str, key: str, n: int) -> dict:
     from probes.usage import checkpoint_usage
 
@@ -277,7 +378,7 @@ def usage_line(ckpt: Checkpoint, *mechanisms: str) -> None:
     st.markdown("**How much this model uses it.** " + " ".join(report.sentence(m) for m in mechanisms))
 
 
-@st.cache_data(show_spinner="Writing Parquet…", max_entries=8)
+@st.cache_data(show_spinner="Writing Parquet…", show_time=True, max_entries=8)
 def parquet_zip(path: str, key: str, text: str, categories: tuple[str, ...] | None) -> tuple[bytes, list[str]]:
     """The trace as a zip of its ``to_parquet`` folder: (bytes, file names)."""
     import io

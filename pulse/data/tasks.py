@@ -64,6 +64,8 @@ from .story_world import (
 from .text import check_characters, load_text_dataset, pack_sequences, tokenize_texts
 from .tokenizers import ByteBPETokenizer, WordTokenizer, load_tokenizer
 
+STORY_PUNCTUATION = ".,!?;:"  # split off as words when story text is encoded (the stories' own: . ?)
+
 __all__ = [
     "Task",
     "StoryWorldTask",
@@ -214,7 +216,10 @@ class StoryWorldTask(Task):
         _check_pos_int("eval_size", eval_size)
         self.default_eval_size = eval_size
         self.train_on = self._check_train_on(train_on)
-        self.tokenizer = WordTokenizer.from_vocabulary(story_world_vocabulary(self.config))
+        # the stories are lower-case with punctuation as words: text to encode is normalised so
+        # ("Mary went to the kitchen." -> "mary went to the kitchen ."), and the tokenizer saves it
+        self.tokenizer = WordTokenizer.from_vocabulary(story_world_vocabulary(self.config), lowercase=True,
+                                                       split_punctuation=STORY_PUNCTUATION)
 
     @property
     def max_len(self) -> int:

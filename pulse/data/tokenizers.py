@@ -102,14 +102,21 @@ class WordTokenizer(_SpecialIds):
     """Word-level tokenizer: tokens are the whitespace-separated words of the text.
 
     Ids 0-3 are ``<pad>, <unk>, <bos>, <eos>``; the vocabulary words follow in the given
-    order. A special token's string in the text (e.g. ``<eos>``) encodes to its id. With
-    ``lowercase=True`` text is lowercased before lookup. ``decode`` joins words with single
-    spaces, so ``decode(encode(t)) == " ".join(t.split())`` for in-vocabulary text.
+    order. A special token's string in the text (e.g. ``<eos>``) encodes to its id.
+
+    :meth:`normalize` is the text normalisation the vocabulary was made with, and is applied
+    before lookup: with ``lowercase=True`` text is lowercased; every character of
+    ``split_punctuation`` (e.g. ``".?"``) becomes a word of its own ("kitchen." -> "kitchen .").
+    Both are saved, so a loaded tokenizer reads text as the one that was trained. Files written
+    before ``split_punctuation`` was saved load with ``normalization_declared = False`` (and no
+    splitting): the caller may know the normalisation from elsewhere (the task that made the
+    text). ``decode`` joins words with single spaces, so ``decode(encode(t)) == " ".join(t.split())``
+    for in-vocabulary, normalised text.
     """
 
     type_name = "word"
 
-    def __init__(self, vocab: Sequence[str], lowercase: bool = False) -> None:
+    def __init__(self, vocab: Sequence[str], lowercase: bool = False, split_punctuation: str = "") -> None:
         words = list(SPECIAL_TOKENS) + [w for w in vocab if w not in SPECIAL_TOKENS]
         for i, w in enumerate(words):
             if not isinstance(w, str) or not w or any(ch.isspace() for ch in w):
@@ -117,15 +124,27 @@ class WordTokenizer(_SpecialIds):
         dups = sorted(w for w, c in Counter(words).items() if c > 1)
         if dups:
             raise ValueError(f"vocab has duplicate words: {dups[:10]}")
+        if not isinstance(split_punctuation, str) or any(
+                ch.isspace() or ch.isalnum() or ch in "".join(SPECIAL_TOKENS) for ch in split_punctuation):
+            raise ValueError("split_punctuation must be a string of punctuation characters (not in the special "
+                             f"tokens {list(SPECIAL_TOKENS)}), got {split_punctuation!r}")
+        split = "".join(dict.fromkeys(split_punctuation))
+        unreachable = [w for w in words[len(SPECIAL_TOKENS):] if len(w) > 1 and any(ch in split for ch in w)]
+        if unreachable:
+            raise ValueError(f"vocab words {unreachable[:10]} contain characters of split_punctuation "
+                             f"{split!r}: they could never be read")
         self.lowercase = bool(lowercase)
+        self.split_punctuation = split
+        self.normalization_declared = True  # False only for files that predate split_punctuation
         self._id_to_token: list[str] = words
         self._token_to_id: dict[str, int] = {w: i for i, w in enumerate(words)}
 
     # ---- construction -------------------------------------------------------------
     @classmethod
-    def from_vocabulary(cls, words: Sequence[str], lowercase: bool = False) -> "WordTokenizer":
+    def from_vocabulary(cls, words: Sequence[str], lowercase: bool = False,
+                        split_punctuation: str = "") -> "WordTokenizer":
         """From a fixed word list (order kept; specials are prepended, duplicates refused)."""
-        return cls(words, lowercase=lowercase)
+        return cls(words, lowercase=lowercase, split_punctuation=split_punctuation)
 
     @classmethod
     def from_corpus(
@@ -134,19 +153,22 @@ class WordTokenizer(_SpecialIds):
         min_freq: int = 1,
         max_size: int | None = None,
         lowercase: bool = False,
+        split_punctuation: str = "",
     ) -> "WordTokenizer":
         """Vocabulary = words with count >= ``min_freq``, most frequent first (ties
-        alphabetical), at most ``max_size`` words besides the specials."""
+        alphabetical), at most ``max_size`` words besides the specials; the texts are
+        normalised as :meth:`normalize` will normalise text to encode."""
+        norm = cls([], lowercase=lowercase, split_punctuation=split_punctuation)
         counts: Counter[str] = Counter()
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"texts must be strings, got {type(t).__name__}")
-            counts.update((t.lower() if lowercase else t).split())
+            counts.update(norm.normalize(t).split())
         words = sorted((w for w, c in counts.items() if c >= min_freq and w not in SPECIAL_TOKENS),
                        key=lambda w: (-counts[w], w))
         if max_size is not None:
             words = words[:max_size]
-        return cls(words, lowercase=lowercase)
+        return cls(words, lowercase=lowercase, split_punctuation=split_punctuation)
 
     # ---- properties ---------------------------------------------------------------
     @property
@@ -175,11 +197,27 @@ class WordTokenizer(_SpecialIds):
     def __len__(self) -> int:
         return self.vocab_size
 
+    @property
+    def normalization(self) -> str:
+        """What :meth:`normalize` does, in words ("" when it changes nothing)."""
+        parts = (["lower-cased"] if self.lowercase else []) + (
+            [f"{' '.join(self.split_punctuation)} split off as words"] if self.split_punctuation else [])
+        return "; ".join(parts)
+
     # ---- encode / decode ----------------------------------------------------------
-    def tokenize(self, text: str) -> list[str]:
+    def normalize(self, text: str) -> str:
+        """``text`` as the vocabulary was made: lower-cased when ``lowercase``, each
+        ``split_punctuation`` character made a word of its own; words joined by single spaces."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return (text.lower() if self.lowercase else text).split()
+        if self.lowercase:
+            text = text.lower()
+        if self.split_punctuation:
+            text = "".join(f" {ch} " if ch in self.split_punctuation else ch for ch in text)
+        return " ".join(text.split())
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.normalize(text).split()
 
     def encode(self, text: str, strict: bool = False, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Word ids of ``text``. Unknown words map to ``<unk>``, or with ``strict=True``
@@ -213,6 +251,7 @@ class WordTokenizer(_SpecialIds):
             "format_version": FORMAT_VERSION,
             "special_tokens": list(SPECIAL_TOKENS),
             "lowercase": self.lowercase,
+            "split_punctuation": self.split_punctuation,
             "vocab": self._id_to_token,
         }
 
@@ -232,10 +271,15 @@ class WordTokenizer(_SpecialIds):
         lowercase = meta.get("lowercase", False)
         if not isinstance(lowercase, bool):
             raise ValueError(f"malformed tokenizer file {path}: 'lowercase' must be true or false")
+        split = meta.get("split_punctuation", "")
+        if not isinstance(split, str):
+            raise ValueError(f"malformed tokenizer file {path}: 'split_punctuation' must be a string")
         try:
-            return cls(vocab[len(SPECIAL_TOKENS):], lowercase=lowercase)
+            tok = cls(vocab[len(SPECIAL_TOKENS):], lowercase=lowercase, split_punctuation=split)
         except ValueError as e:
             raise ValueError(f"malformed tokenizer file {path}: {e}") from None
+        tok.normalization_declared = "split_punctuation" in meta
+        return tok
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "WordTokenizer":
@@ -248,7 +292,8 @@ class WordTokenizer(_SpecialIds):
         return isinstance(other, WordTokenizer) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"WordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
+        split = f", split_punctuation={self.split_punctuation!r}" if self.split_punctuation else ""
+        return f"WordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}{split})"
 
 
 class ByteBPETokenizer(_SpecialIds):

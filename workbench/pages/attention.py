@@ -12,7 +12,11 @@ state.explain(
     "Each head has its own decay γ; its <b>half-life</b> is how many tokens it takes for an old token's "
     "weight to halve. Short half-lives look locally, long ones far back.")
 ctx = state.context()
-if ctx is not None:
+if ctx is not None and state.require(
+        bool(ctx.ckpt.config.use_linear_attention),
+        state.lacks("linear attention", "use_linear_attention",
+                    "It mixes tokens with a local convolution and its other parts only: no attention matrix is "
+                    "hidden in it, and no head has a decay.")):
     from probes import decay_attention_matrix, head_summary
 
     run, tr, cfg = ctx.run, ctx.run.trace, ctx.ckpt.config

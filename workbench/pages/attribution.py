@@ -23,7 +23,7 @@ state.explain(
     "applied to the state-bank reads tells which slots the answer came from.")
 
 
-@st.cache_data(show_spinner="Integrated gradients (adding steps until they add up)…", max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32)  # the page shows a spinner naming the work
 def _token_ig(_model, path: str, key: str, ids: tuple[int, ...], position: int, target: int, n_steps: int,
               max_steps: int) -> dict:
     """Attributions [position + 1], completeness error, steps used and every try's error, of the
@@ -58,15 +58,18 @@ if ctx is not None:
     from probes.attribution import answer_index
 
     q_id = ckpt.tokenizer.token_to_id("?") if hasattr(ckpt.tokenizer, "token_to_id") else None
-    answer = answer_index(run.ids, _answer_mask(run), q_id)  # in 1 .. T (T: the token after the text)
+    mask = _answer_mask(run)
+    answer = answer_index(run.ids, mask, q_id)  # in 1 .. T (T: the token after the text)
+    has_answer = mask is not None or (q_id is not None and q_id in run.ids)
     ids = tuple(run.ids)
     if st.session_state.get("_attr_ids") != ids:  # a new text: start on its answer again
         st.session_state["_attr_ids"] = ids
         st.session_state.pop("attr_pos", None)
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
-    pos = c1.slider("Predict the token after position", 0, run.T - 1, answer - 1, key="attr_pos",
-                    help="Starts on the answer: the task's answer token, else the token after the last “?”, "
-                         "else the last token.")
+    with c1:
+        pos = state.position("Predict the token after position", 0, run.T - 1, answer - 1, key="attr_pos",
+                             help="Starts on the answer: the task's answer token, else the token after the last "
+                                  "“?”, else the last token.")
     what = c2.radio("Target", ["actual next token", "model's top guess"], key="attr_target")
     n_steps = c3.select_slider("IG steps, first try", [8, 16, 32, 64], 32, key="attr_steps")
     max_steps = c4.select_slider("at most", [8, 16, 32, 64, 128, 256, 512, 1024], 512, key="attr_max_steps",
@@ -77,10 +80,12 @@ if ctx is not None:
     st.caption(f"Target: logit of **{ckpt.tokenizer.decode([target])}** after “… "
                f"{' '.join(run.tokens[max(0, pos - 10):pos + 1])}”"
                + (" (the model's top guess: the text ends here)" if beyond and what.startswith("actual") else "")
-               + (" — the answer token" if pos == answer - 1 else ""))
+               + (" — the answer token" if pos == answer - 1 and has_answer else ""))
     try:
-        res = _token_ig(ckpt.model, str(ckpt.path), ckpt.key, ids, pos, int(target), int(n_steps),
-                        max(int(n_steps), int(max_steps)))
+        with st.spinner(f"Integrated gradients over {pos + 1} tokens ({n_steps} steps, doubled until they add up, "
+                        f"at most {max(int(n_steps), int(max_steps))})…", show_time=True):
+            res = _token_ig(ckpt.model, str(ckpt.path), ckpt.key, ids, pos, int(target), int(n_steps),
+                            max(int(n_steps), int(max_steps)))
         attr, err, used = res["attr"], res["error"], res["steps"]
         lo = max(0, pos + 1 - state.DEFAULT_WINDOW)
         if lo > 0:

@@ -57,7 +57,8 @@ for text in EXPLAIN.values():
     st.markdown(text)
 
 
-@st.cache_data(show_spinner="Running the claim checks on the held-out set…", max_entries=8)
+@st.cache_data(show_spinner="Running the claim checks on the held-out set (many forward passes: a minute or more "
+                            "on a CPU; once per checkpoint and size)…", show_time=True, max_entries=8)
 def held_out_claims(path: str, key: str, n: int, seeds: tuple[int, ...]) -> list[dict]:
     """Every claim check that fits the checkpoint, on ``n`` held-out examples of its task."""
     from probes.claims import run_claim_checks

@@ -1,5 +1,7 @@
 """Compare two runs: the same text under two checkpoints, or two texts under one checkpoint."""
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
@@ -13,24 +15,47 @@ state.explain(
 ctx = state.context()
 if ctx is not None:
     run, ckpt = ctx.run, ctx.ckpt
-    mode = st.radio("Compare", ["Same text, another checkpoint", "Same checkpoint, another text"],
-                    horizontal=True, key="cmp_mode")
+    found = core.discover_checkpoints()
+    # comparable: another checkpoint whose tokenizer reads this text as this one does
+    others = [n for n, f in found.items() if f.resolve() != ckpt.path.resolve()]
+    readable = [n for n in others if state.same_tokenizer(found[n], ckpt.path)]
+    modes = ["Same text, another checkpoint", "Same checkpoint, another text"]
+    mode = st.radio("Compare", modes, index=0 if readable else 1, horizontal=True, key="cmp_mode",
+                    help="Another checkpoint can only be compared on this text when its tokenizer has the same "
+                         "vocabulary; otherwise it reads the text as unknown words.")
     other_ckpt, other_run = None, None
     if mode.startswith("Same text"):
-        found = core.discover_checkpoints()
-        options = list(found) + [state.OTHER_FOLDER]
-        default = next((i for i, n in enumerate(options) if n != ckpt.name), 0)
-        choice = st.selectbox("Other checkpoint", options, index=default, key="cmp_ckpt")
-        path = st.text_input("Folder path", key="cmp_path") if choice == state.OTHER_FOLDER else str(found[choice])
-        if path.strip():
+        options = readable + [n for n in others if n not in readable] + [state.OTHER_FOLDER]
+        choice = st.selectbox("Other checkpoint", options, index=0, key="cmp_ckpt",
+                              format_func=lambda n: n if n in readable or n == state.OTHER_FOLDER
+                              else f"{n} (another vocabulary: cannot read this text)")
+        if not readable:
+            st.caption(f"No other checkpoint found in {core.checkpoint_root()} shares {ckpt.name}'s vocabulary.")
+        path = st.text_input("Folder path", key="cmp_path", placeholder="/path/to/save_pretrained/folder") \
+            if choice == state.OTHER_FOLDER else str(found[choice])
+        unreadable = (f"{Path(path.strip()).name} has another vocabulary than {ckpt.name}: it cannot read this "
+                      "text (its words would be unknown to it), so a comparison would say nothing. Pick a "
+                      "checkpoint with the same tokenizer, or compare another text under this model.")
+        if choice != state.OTHER_FOLDER and choice not in readable:
+            st.info(unreadable)
+        elif not path.strip():
+            st.info("Type the path of another save_pretrained folder (config.json, model.safetensors and "
+                    f"tokenizer.json; e.g. {next(iter(found.values()), '/path/to/checkpoint')}) in the box above "
+                    "to compare it with this model on the same text.")
+        else:
             try:
                 other_ckpt = state.load(path)
-                other_run, warns = state.trace(other_ckpt, run.text, run.categories)
-                for w in warns:
-                    st.warning(f"{other_ckpt.name}: {w}")
+                if state.same_tokenizer(other_ckpt.path, ckpt.path):
+                    other_run, warns = state.trace(other_ckpt, run.text, run.categories)
+                    for w in warns:
+                        st.warning(f"{other_ckpt.name}: {w}")
+                else:
+                    st.info(unreadable)
             except Exception as e:  # noqa: BLE001
                 state.show_error(e, "Cannot run the other checkpoint")
         name_a, name_b = ckpt.name, other_ckpt.name if other_ckpt else "other"
+        if name_a == name_b:
+            name_a, name_b = f"{name_a} ({ckpt.path.parent.name})", f"{name_b} (other folder)"
     else:
         exs = state.examples(ckpt)
         labels = [e.title or f"example {i}" for i, e in enumerate(exs)] + ["Free text"]
@@ -40,13 +65,16 @@ if ctx is not None:
             text, cats = exs[choice].text, exs[choice].categories
         else:
             text, cats = st.text_area("Text", key="cmp_text"), None
-        try:
-            other_ckpt = ckpt
-            other_run, warns = state.trace(ckpt, text, cats)
-            for w in warns:
-                st.warning(w)
-        except core.WorkbenchError as e:
-            st.error(str(e))
+        if not text.strip():
+            st.info("Type the other text in the box above to compare it with the sidebar's text under this model.")
+        else:
+            try:
+                other_ckpt = ckpt
+                other_run, warns = state.trace(ckpt, text, cats)
+                for w in warns:
+                    st.warning(w)
+            except core.WorkbenchError as e:
+                st.error(str(e))
         name_a, name_b = "this text", "other text"
     if other_run is not None:
         c = st.columns(3)

@@ -35,9 +35,13 @@ if ctx is not None:
     else:
         st.info("This model has no state bank; showing the per-token gates only.")
     fg = {f"layer {i}": tr[n][0, t0:t1].float().mean(-1).numpy() for i, n in tr.layers(".hook_fusion_gate").items()}
-    state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], fg,
-                                  title="Fusion gate (1 = linear attention, 0 = local convolution)",
-                                  y_title="mean gate"), key="gates_fusion")
+    if fg:
+        state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], fg,
+                                      title="Fusion gate (1 = linear attention, 0 = local convolution)",
+                                      y_title="mean gate"), key="gates_fusion")
+    else:
+        st.info("No fusion gate: this model has no linear attention (config use_linear_attention = false), so "
+                "there is nothing to mix with the local convolution.")
     rec = tr.layers("recurrent.hook_input_gate")
     if rec:
         series = {f"layer {i}": tr[n][0, t0:t1].float().mean(-1).numpy() for i, n in rec.items()}

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from workbench import charts, state
+from workbench import charts, core, state
 
 st.title("State importance & pruning")
 state.explain(
@@ -39,34 +39,44 @@ if ctx is not None and state.require(bool(ctx.ckpt.bank_layers()),
         t = st.slider("Threshold (all layers)", 0.0, 1.0, thr, 0.01, key="prune_threshold")
         slots = []
         label = f"model.prune_low_importance_states({t:.2f})"
+    inputs = (ckpt.key, run.text, label)  # a result shows only under the settings that made it
     if st.button("Prune (on a copy of the model)", key="prune_button", type="primary"):
         try:
-            ids = run.input_ids()
-            model = state.working_copy(ckpt)
-            if how == "Pick slots":
-                if not slots:
-                    raise ValueError("pick at least one slot")
-                res = compare(model, ids, [prune_slots(layer, slots)], labels=run.label_ids())
-                after = res.loss_after[0].numpy()
-                n = len(slots)
-            else:
-                n = model.prune_low_importance_states(t)
-                with torch.no_grad():
-                    after = per_token_loss(model(ids)["logits"].float(), run.label_ids())[0].numpy()
-            st.session_state["prune_result"] = {"key": (ckpt.key, run.text), "label": label, "n": n,
-                                                "before": run.loss(), "after": after}
+            with st.spinner(f"Pruning a copy of the model ({label}) and running the text again…"):
+                ids = run.input_ids()
+                model = state.working_copy(ckpt)
+                if how == "Pick slots":
+                    if not slots:
+                        raise ValueError("pick at least one slot")
+                    res = compare(model, ids, [prune_slots(layer, slots)], labels=run.label_ids())
+                    after = res.loss_after[0].numpy()
+                    n = len(slots)
+                else:
+                    n = model.prune_low_importance_states(t)
+                    with torch.no_grad():
+                        after = per_token_loss(model(ids)["logits"].float(), run.label_ids())[0].numpy()
+                st.session_state["prune_result"] = {"key": inputs, "label": label, "n": n,
+                                                    "before": run.loss(), "after": after}
         except Exception as e:  # noqa: BLE001
             st.session_state.pop("prune_result", None)
             state.show_error(e, "Pruning failed")
     res = st.session_state.get("prune_result")
-    if res is not None and res["key"] == (ckpt.key, run.text):
+    if res is not None and res["key"] != inputs:
+        st.session_state.pop("prune_result", None)  # stale: made with other settings
+        res = None
+    if res is not None:
         before, after = res["before"], res["after"]
         delta = after - before
         c = st.columns(3)
         c[0].metric("Slots pruned", res["n"])
-        c[1].metric("Mean loss before", f"{np.nanmean(before):.4f}")
-        c[2].metric("Mean loss after", f"{np.nanmean(after):.4f}", delta=f"{np.nanmean(delta):+.4f}",
+        scored = bool(np.isfinite(before).any())
+        mean_b = float(np.nanmean(before)) if scored else float("nan")
+        mean_a = float(np.nanmean(after)) if scored else float("nan")
+        c[1].metric("Mean loss before", core.fmt_loss(mean_b, 4))
+        c[2].metric("Mean loss after", core.fmt_loss(mean_a, 4), delta=f"{mean_a - mean_b:+.4f}" if scored else None,
                     delta_color="inverse")
+        if not scored:
+            st.info(run.no_loss_reason())
         st.caption(f"Intervention: `{res['label']}`. Loss delta per token = after − before; losses: {run.loss_label()}.")
         t0, t1 = state.window(run.T, key="prune")
         state.plot(charts.loss_delta_bars(range(t0, t1), run.tokens[t0:t1], delta[t0:t1]), key="prune_delta")

@@ -13,19 +13,40 @@ state.explain(
     "<b>memory off</b> silences the key-value memory; <b>set decay</b> changes how fast a head forgets; "
     "<b>patch</b> copies an internal value from another text. Each runs on a private copy of the model, "
     "before and after are shown side by side.")
+
+
+@st.cache_data(show_spinner="Running the text with the intervention on a copy of the model…", show_time=True,
+               max_entries=32)
+def _apply(path: str, key: str, text: str, inputs: tuple, _ivs: list, _ids, _labels, loss_name: str,
+           banks: bool):
+    """(CompareResult, trace of the state-bank reads after or None) of ``_ivs`` on the run;
+    cached by ``inputs`` (checkpoint, text, kind, intervention and its source), so applying
+    settings again, or going back to them, costs nothing."""
+    from probes import compare, intervene, run_with_trace
+
+    model = state.working_copy(state.load(path))
+    res = compare(model, _ids, _ivs, labels=_labels, loss_name=loss_name)
+    after_tr = None
+    if banks:
+        with intervene(model, *_ivs):
+            _, after_tr = run_with_trace(model, _ids, names="blocks.*.states.hook_read_weights")
+    return res, after_tr
+
+
 ctx = state.context()
 if ctx is not None:
-    from probes import (ablate_slot, clamp_gate, compare, intervene, memory_off, patch_activation, prune_slots,
-                        run_with_trace, set_decay)
+    from probes import ablate_slot, clamp_gate, memory_off, patch_activation, prune_slots, set_decay
     from probes.trace import hook_sites
 
     run, ckpt, cfg = ctx.run, ctx.ckpt, ctx.ckpt.config
     banks = ckpt.bank_layers()
-    kinds = (["Ablate a slot", "Prune slots"] if banks else []) + ["Clamp a gate"] + \
-        (["Memory off"] if cfg.use_memory else []) + ["Set decay", "Patch activation"]
+    gates = [n for n in hook_sites(ckpt.model) if n.endswith(("_gate",)) and ".ffn." not in n]
+    kinds = (["Ablate a slot", "Prune slots"] if banks else []) + (["Clamp a gate"] if gates else []) + \
+        (["Memory off"] if cfg.use_memory else []) + (["Set decay"] if cfg.use_linear_attention else []) + \
+        ["Patch activation"]
     kind = st.selectbox("Intervention", kinds, key="iv_kind")
     cols = st.columns(3)
-    ivs, label = [], ""
+    ivs, label, extra = [], "", ()
     try:
         if kind == "Ablate a slot":
             layer = cols[0].selectbox("Layer", banks, key="iv_layer")
@@ -37,7 +58,6 @@ if ctx is not None:
             slots = cols[1].multiselect("Slots", list(range(cfg.resolved_max_states)), default=[0], key="iv_slots")
             ivs = [prune_slots(int(layer), [int(s) for s in slots])] if slots else []
         elif kind == "Clamp a gate":
-            gates = [n for n in hook_sites(ckpt.model) if n.endswith(("_gate",)) and ".ffn." not in n]
             name = cols[0].selectbox("Gate", gates, key="iv_gate")
             value = cols[1].slider("Clamp to", 0.0, 1.0, 0.0, 0.05, key="iv_value")
             ivs = [clamp_gate(name, float(value))]
@@ -57,27 +77,29 @@ if ctx is not None:
                                           key="iv_patch_text")
             src = core.encode_text(ckpt.tokenizer, src_text)
             n = min(len(src.ids), run.T)
-            lo, hi = cols[2].slider("Positions to patch", 0, n - 1, (0, min(n - 1, 4)), key="iv_patch_pos")
+            with cols[2]:
+                lo, hi = state.position_range("Positions to patch", 0, n - 1, (0, min(n - 1, 4)), key="iv_patch_pos")
             ivs = [patch_activation(name, torch.tensor([src.ids]), list(range(lo, hi + 1)))]
+            extra = (tuple(src.ids), lo, hi)  # the patch's repr names only the hook
     except core.WorkbenchError as e:
         st.error(f"Source text: {e}")
     label = ", ".join(repr(i) for i in ivs)
+    # a result belongs to its inputs: other controls (another kind, a bad source) hide it
+    inputs = (ckpt.key, run.text, kind, label, extra)
     if st.button("Apply intervention", key="iv_apply", type="primary", disabled=not ivs):
         try:
-            model = state.working_copy(ckpt)
-            ids = run.input_ids()
-            res = compare(model, ids, ivs, labels=run.label_ids(), loss_name=run.loss_name)
-            after_tr = None
-            if banks:
-                with intervene(model, *ivs):
-                    _, after_tr = run_with_trace(model, ids, names="blocks.*.states.hook_read_weights")
-            st.session_state["iv_result"] = {"key": (ckpt.key, run.text), "label": label, "res": res,
-                                             "after_tr": after_tr}
+            res, after_tr = _apply(str(ckpt.path), ckpt.key, run.text, inputs, ivs, run.input_ids(), run.label_ids(),
+                                   run.loss_name, bool(banks))
+            st.session_state["iv_result"] = {"key": inputs, "label": label, "res": res, "after_tr": after_tr}
         except Exception as e:  # noqa: BLE001
             st.session_state.pop("iv_result", None)
             state.show_error(e, "The intervention failed")
     out = st.session_state.get("iv_result")
-    if out is not None and out["key"] == (ckpt.key, run.text):
+    if out is not None and out["key"] != inputs:
+        st.session_state.pop("iv_result", None)  # stale: made with other settings
+        out = None
+        st.caption("Press “Apply intervention” to run these settings.")
+    if out is not None:
         res = out["res"]
         s = res.summary()
         st.caption(f"Applied: `{out['label']}`")

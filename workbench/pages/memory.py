@@ -12,7 +12,7 @@ state.explain(
     "weighted by a softmax over their scores. Dark cells show which slot a token read, and how strongly.")
 ctx = state.context()
 if ctx is not None and state.require(bool(ctx.ckpt.config.use_memory),
-                                     "This model has no key-value memory (config use_memory = false)."):
+                                     state.lacks("key-value memory", "use_memory")):
     run, tr, cfg = ctx.run, ctx.run.trace, ctx.ckpt.config
     state.usage_line(ctx.ckpt, "memory")
     c1, c2 = st.columns(2)
@@ -30,7 +30,7 @@ if ctx is not None and state.require(bool(ctx.ckpt.config.use_memory),
     state.plot(charts.memory_reads_heatmap(M, range(t0, t1), run.tokens[t0:t1],
                                            title=f"Layer {layer}: memory {value} (slot × token)", value_name=value),
                key="memory_heatmap")
-    pos = st.slider("Top-k reads of the token at position", t0, t1 - 1, t1 - 1, key="memory_pos")
+    pos = state.position("Top-k reads of the token at position", t0, t1 - 1, t1 - 1, key="memory_pos")
     df = tr.frame("memory_reads")
     d = df[(df["layer"] == layer) & (df["pos"] == pos)].sort_values("rank").copy()
     if d.empty:

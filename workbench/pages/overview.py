@@ -66,8 +66,8 @@ if ctx is not None:
     state.plot(charts.loss_strip(range(t0, t1), run.tokens[t0:t1], loss[t0:t1]), key="overview_loss")
 
     st.subheader("What the model expects next")
-    pos = st.slider("After reading the token at position", t0, t1 - 1, min(t1 - 1, t0 + (t1 - t0) // 2),
-                    key="overview_pos")
+    pos = state.position("After reading the token at position", t0, t1 - 1, t0 + (t1 - t0) // 2,
+                         key="overview_pos")
     top_ids = run.trace["predictions.top_ids"][0, pos].tolist()
     top_p = run.trace["predictions.top_probs"][0, pos].tolist()
     top_tokens = [ckpt.tokenizer.decode([i]) for i in top_ids]

@@ -125,3 +125,49 @@ def test_malformed_bpe_file_and_missing(tmp_path):
     WordTokenizer.from_vocabulary(["a"]).save(tmp_path / "w")
     with pytest.raises(ValueError, match="'word' tokenizer, not 'byte_bpe'"):
         ByteBPETokenizer.load(tmp_path / "w")
+
+
+def test_word_normalize_is_saved_and_declared(tmp_path):
+    tok = WordTokenizer.from_vocabulary(["mary", "went", "to", "the", "kitchen", ".", "?"], lowercase=True,
+                                        split_punctuation=".?")
+    assert tok.normalize("Mary went to the Kitchen.  Where?") == "mary went to the kitchen . where ?"
+    assert tok.encode("Mary went to the kitchen.", strict=True) == tok.encode("mary went to the kitchen .")
+    assert tok.normalization == "lower-cased; . ? split off as words"
+    tok.save(tmp_path / "n")
+    loaded = load_tokenizer(tmp_path / "n")
+    assert loaded == tok and loaded.normalization_declared and loaded.split_punctuation == ".?"
+    assert loaded.encode("Mary went to the kitchen.", strict=True) == tok.encode("mary went to the kitchen .")
+    # a tokenizer made without normalisation is not normalised: case and attached punctuation stay
+    plain = WordTokenizer.from_corpus(["The Cat sat."])
+    assert plain.normalize("The Cat  sat.") == "The Cat sat." and plain.encode("the cat", strict=False) == [1, 1]
+    assert plain.normalization == ""
+    # from_corpus counts the normalised words
+    assert WordTokenizer.from_corpus(["The cat sat."], lowercase=True, split_punctuation=".").vocab[4:] == \
+        [".", "cat", "sat", "the"]
+
+
+def test_word_normalize_old_files_and_validation(tmp_path):
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "tokenizer.json").write_text(json.dumps({"type": "word", "format_version": 1, "lowercase": False,
+                                                  "vocab": list(SPECIAL_TOKENS) + ["a", "."]}))
+    old = load_tokenizer(d)  # written before split_punctuation was saved: undeclared, read as before
+    assert not old.normalization_declared and old.split_punctuation == "" and old.encode("a.") == [1]
+    with pytest.raises(ValueError, match="split_punctuation"):
+        WordTokenizer.from_vocabulary(["a"], split_punctuation="a")
+    with pytest.raises(ValueError, match="split_punctuation"):
+        WordTokenizer.from_vocabulary(["a"], split_punctuation="<")
+    with pytest.raises(ValueError, match="could never be read"):
+        WordTokenizer.from_vocabulary(["e.g"], split_punctuation=".")
+    (d / "tokenizer.json").write_text(json.dumps({"type": "word", "format_version": 1, "split_punctuation": 3,
+                                                  "vocab": list(SPECIAL_TOKENS)}))
+    with pytest.raises(ValueError, match="split_punctuation"):
+        load_tokenizer(d)
+
+
+def test_story_tokenizer_reads_ordinary_text():
+    from pulse.data import build_task
+
+    tok = build_task("story_world").tokenizer
+    assert tok.encode("Mary went to the kitchen. Where is Mary?", strict=True) == \
+        tok.encode("mary went to the kitchen . where is mary ?")
