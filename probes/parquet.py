@@ -9,9 +9,10 @@ streamed into one by :func:`probes.trace_stream.trace_to_parquet_streaming`)::
     d/tokens.parquet             sample, pos, token_id, real, token
     d/tensors/NNNN_<name>.parquet  one file per recorded tensor, long form:
                                  name (string), step (int64), elem (int64), value (native dtype)
-    d/<kind>.parquet             tidy tables of probes.frames (routing, read_weights, gates,
-                                 importance, pruning_events, memory_reads, decay, token_loss,
-                                 predictions, recurrent, fusion_gate) -- those the trace has
+    d/<kind>.parquet             tidy tables of probes.frames: every stored kind of the frame
+                                 registry (routing, gates, importance, decay, token_loss, ...)
+                                 that the trace has; per-piece kinds are appended piece by
+                                 piece, per-parameter kinds written once when the folder closes
 
 The tidy tables are for queries::
 
@@ -33,7 +34,8 @@ sees a half-written folder under the final name. Reading checks the schema versi
 files and the shapes, raising :class:`TraceFormatError` with the reason.
 
 This module sits below :mod:`probes.trace` (whose ``Trace`` writes and reads through it):
-it takes traces by their methods and is handed the class to build on reading.
+it takes traces by their methods and is handed the class to build on reading. It reads
+which tidy tables to write from the frame registry of :mod:`probes.frames`.
 """
 
 from __future__ import annotations
@@ -53,12 +55,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from probes.frames import stored_kinds
+
 # 2: tensor entries and hook_sites carry the declared layout and kind of each tensor
 SCHEMA_VERSION = 2
 FORMAT_NAME = "pulse-trace"
-PIECE_KINDS = ("routing", "read_weights", "gates", "memory_reads", "token_loss", "predictions",
-               "recurrent", "fusion_gate")
-PARAM_KINDS = ("importance", "decay", "pruning_events")
+# the frame kinds written per piece / once (live views of the frame registry, probes.frames)
+PIECE_KINDS = stored_kinds(per_piece=True)
+PARAM_KINDS = stored_kinds(per_piece=False)
 
 _NP_DTYPES = {
     torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64, torch.int32: np.int32,
@@ -221,8 +225,9 @@ class _FolderWriter:
                 df["token"] = None
             self._write(self.table_writers, "__tokens__", self.tmp / "tokens.parquet", _arrow(df))
         if self.tables:
+            available = piece.available_frames()
             for kind in PIECE_KINDS:
-                if kind in piece.available_frames():
+                if kind in available:
                     df = piece.frame(kind)
                     self._write(self.table_writers, kind, self.tmp / f"{kind}.parquet", _arrow(df))
 
@@ -236,8 +241,9 @@ class _FolderWriter:
                 self.entries[name] = entry
                 pq.write_table(table, str(self.tmp / entry["file"]))
             if self.tables and params is not None:
+                available = params.available_frames()
                 for kind in PARAM_KINDS:
-                    if kind in params.available_frames():
+                    if kind in available:
                         df = params.frame(kind)
                         pq.write_table(_arrow(df), str(self.tmp / f"{kind}.parquet"))
             for w in list(self.writers.values()) + list(self.table_writers.values()):

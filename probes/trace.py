@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes.frames import available_kinds, frame
+from probes.frames import FrameHooks, available_kinds, frame
 from probes.parquet import SCHEMA_VERSION, read_folder, write_trace
 from pulse.hooks import HookSite, canonical_name, hook_points, hook_sites, installed_hooks, layer_of
 from pulse.hooks import step_axis as layout_step_axis
@@ -65,7 +65,7 @@ __all__ = [
     "ENTRY_LAYOUTS",
 ]
 
-NameFilter = None | str | Iterable[str] | Callable[[str], bool]
+NameFilter = None | str | Iterable[str] | Callable[[str], bool] | FrameHooks
 
 # layouts and kinds of the entries a trace adds itself (not hook sites)
 ENTRY_LAYOUTS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -90,10 +90,14 @@ def _make_filter(names: NameFilter) -> Callable[[str, str], bool]:
 def select_hooks(model: nn.Module, names: NameFilter = None, strict: bool = True) -> dict[str, HookSite]:
     """The hook sites (:class:`~pulse.hooks.HookSite` by canonical name) whose names pass
     ``names`` (None = all, a name or glob, a list of them, or a predicate on the canonical
-    name). With ``strict`` an explicit filter that matches nothing raises ``ValueError``
-    listing a few available names."""
-    match = _make_filter(names)
+    name), or that the frames read (a :class:`probes.frames.FrameHooks`,
+    ``probes.frames.frame_hooks()``: chosen by declared kind and layout; choosing none is no
+    error, a model may have nothing those frames read). With ``strict`` an explicit name
+    filter that matches nothing raises ``ValueError`` listing a few available names."""
     sites = hook_sites(model)
+    if isinstance(names, FrameHooks):
+        return {n: sites[n] for n in names.select(sites)}
+    match = _make_filter(names)
     chosen = {canonical_name(raw): sites[canonical_name(raw)] for raw, _ in hook_points(model)
               if match(canonical_name(raw), raw)}
     if strict and not chosen and names is not None:
@@ -321,7 +325,8 @@ class Trace(Mapping[str, torch.Tensor]):
         return read_folder(directory, cls)
 
     def layers(self, suffix: str) -> dict[int, str]:
-        """{layer index: name} of the recorded names ending with ``suffix``."""
+        """{layer index: name} of the recorded names ending with ``suffix`` (by name; the frames
+        of :mod:`probes.frames` pick their entries by declared kind and layout)."""
         out = {}
         for n in self._records:
             if n.endswith(suffix):
@@ -352,10 +357,11 @@ def trace(
 ) -> Iterator[Trace]:
     """Record detached CPU copies of hook values while the ``with`` block runs.
 
-    ``names``: None (all sites), a name or fnmatch glob, a list of them, or a predicate on the
-    canonical name. The forward's ``input_ids`` / ``attention_mask`` (positional or keyword)
-    are recorded as ``tr.tokens`` / ``tr.attention_mask``, the traced sites' layouts and
-    kinds as ``tr.metadata["hook_sites"]``. Hooks are installed with
+    ``names``: None (all sites), a name or fnmatch glob, a list of them, a predicate on the
+    canonical name, or ``probes.frames.frame_hooks(kinds)`` (the sites those frames read).
+    The forward's ``input_ids`` / ``attention_mask`` (positional or keyword) are recorded as
+    ``tr.tokens`` / ``tr.attention_mask``, the traced sites' layouts and kinds as
+    ``tr.metadata["hook_sites"]``. Hooks are installed with
     :func:`pulse.hooks.installed_hooks`: every hook is removed on exit, also when the block
     or the forward raises.
     """

@@ -20,10 +20,11 @@ the checkpoint's task (``Task.labels_for``; e.g. only the answers of an answers-
 model), for files as for task data; without a task.json every token is scored. ``_meta``
 records which under ``"loss"``.
 
-Output: for each tidy table kind of :mod:`probes.frames` that the traces have,
-``OUT/<kind>/shard=<r>/part-<r>.parquet`` with an ``example`` column (the global example
-index), plus ``OUT/_meta/shard=<r>.json``. Per-parameter kinds (importance, decay,
-pruning_events) are written once, by rank 0. Read the union with DuckDB::
+Output: for each stored tidy table kind of the frame registry (:mod:`probes.frames`) that
+the traces have, ``OUT/<kind>/shard=<r>/part-<r>.parquet`` with an ``example`` column (the
+global example index), plus ``OUT/_meta/shard=<r>.json``. Per-parameter kinds
+(``per_piece=False``: importance, decay, pruning_events) are written once, by rank 0. Read
+the union with DuckDB::
 
     duckdb.sql("select shard, avg(loss) from read_parquet('OUT/token_loss/*/*.parquet',"
                " hive_partitioning=true) group by shard")
@@ -47,7 +48,8 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 import torch
 
-from probes.parquet import PARAM_KINDS, PIECE_KINDS, _arrow
+from probes.frames import stored_kinds
+from probes.parquet import _arrow
 from probes.trace import run_with_trace
 
 
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             _, tr = run_with_trace(model, ids[None], attention_mask=None if mask is None else mask[None],
                                    names=args.names, tokenizer=tokenizer, top_k=args.top_k, labels=labels)
             kinds = tr.available_frames()
-            for kind in PIECE_KINDS:
+            for kind in stored_kinds(per_piece=True):
                 if kind in kinds:
                     df = tr.frame(kind)
                     df.insert(0, "example", ex)
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             if n == 0:
                 meta = {k: v for k, v in tr.metadata.items() if k != "created"}
                 if rank == 0:
-                    for kind in PARAM_KINDS:
+                    for kind in stored_kinds(per_piece=False):
                         if kind in kinds:
                             write(kind, tr.frame(kind))
         ok = True

@@ -140,3 +140,37 @@ def test_layouts_are_stored_in_the_metadata(bank_model, ids, tmp_path):
     back = Trace.from_parquet(d)
     for name in tr.names:
         assert back.layout(name) == tr.layout(name) and back.kind(name) == tr.kind(name), name
+
+
+@pytest.mark.parametrize("gate_type", ["gru", "lstm"])
+def test_round_trip_keeps_every_registered_frame(gate_type, ids, tmp_path):
+    """Every frame of the registry reads back the same from the folder's tensors, and every
+    stored kind's table in the folder is that frame."""
+    from probe_models import BANK, make_model
+
+    from probes.frames import FRAME_KINDS, frame_specs
+
+    model = make_model(use_memory=True, use_recurrent_state=True, state_gate_type=gate_type, max_states=5, **BANK)
+    model.blocks[1].states.prune_states([2], step=4)
+    mask = torch.ones_like(ids, dtype=torch.float32)
+    mask[0, :3] = 0
+    _, tr = run_with_trace(model, ids, attention_mask=mask)
+    assert tr.available_frames() == list(FRAME_KINDS)
+    d = tr.to_parquet(tmp_path / "trace")
+    back = Trace.from_parquet(d)
+    options = {"decay_attention": dict(layer=1, head=1, window=(4, 12), sample=0)}
+    stored = []
+    for spec in frame_specs():
+        want = tr.frame(spec.kind, **options.get(spec.kind, {}))
+        assert len(want), spec.kind
+        pd.testing.assert_frame_equal(back.frame(spec.kind, **options.get(spec.kind, {})), want, obj=spec.kind)
+        if spec.stored:
+            stored.append(spec.kind)
+            got = pd.read_parquet(d / f"{spec.kind}.parquet")
+            for col in got.columns:  # text columns read back as pandas strings (missing: NaN)
+                if pd.api.types.is_string_dtype(got[col]) and want[col].dtype == object:
+                    got[col] = got[col].astype(object).where(got[col].notna(), None)
+            pd.testing.assert_frame_equal(got, want, obj=spec.kind)
+        else:
+            assert not (d / f"{spec.kind}.parquet").exists()
+    assert json.loads((d / "metadata.json").read_text())["tables"] == sorted(stored)
