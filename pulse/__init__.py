@@ -1,5 +1,6 @@
 """PULSE: state-based sequence models whose every internal decision is observable."""
 
+from pulse.causal_lm import CausalLM, CausalLMBackbone, causal_lm_loss
 from pulse.config import ConfigError, PulseConfig
 from pulse.hooks import HookPoint, hook_points
 from pulse.io import CheckpointError
@@ -31,7 +32,8 @@ from pulse.nsm import (
     StatePropagator,
     TokenToStateRouter,
 )
-from pulse.pretrained import load_pretrained
+from pulse.pretrained import load_pretrained, register_model, registered_models
+from pulse.simple import SequencePulse, SimplePulse
 from pulse.transformer import TransformerConfig, TransformerForCausalLM
 
 __version__ = "0.1.0"
@@ -44,5 +46,6 @@ __all__ = [
     "PulseState", "load_pretrained", "AdaptiveStateAllocator", "HierarchicalStateManager",
     "HybridAttention", "NSMLayer", "SimpleNSM", "SparseStateAttention", "StateBank", "StateManager",
     "StatePropagator", "TokenToStateRouter", "LegacyPulseConfig", "LegacyPulseForCausalLM",
-    "LegacyPulseModel", "TransformerConfig", "TransformerForCausalLM",
+    "LegacyPulseModel", "TransformerConfig", "TransformerForCausalLM", "CausalLM", "CausalLMBackbone",
+    "causal_lm_loss", "register_model", "registered_models", "SimplePulse", "SequencePulse",
 ]

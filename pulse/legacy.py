@@ -1,5 +1,7 @@
 """PULSE v1 (legacy): grouped-query softmax attention with RoPE and a KV cache, plus a
-state bank in every block. Kept so v1-style models can be trained, loaded and compared.
+state bank in every block. Kept so v1-style models can be trained (``model.type:
+legacy_pulse`` in a ``pulse.train`` YAML), loaded and compared. A block definition on the
+causal-LM skeleton of :mod:`pulse.causal_lm`.
 
     from pulse import LegacyPulseConfig, LegacyPulseForCausalLM
     model = LegacyPulseForCausalLM(LegacyPulseConfig(vocab_size=1000, num_states=16))
@@ -12,23 +14,19 @@ The state passed between calls is a list with one dict per block:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pulse.config import ConfigBase, check_max_positions, default_intermediate_size, _check, _positive_int
-from pulse.generation import GenerationMixin
+from pulse.causal_lm import CausalLM, CausalLMBackbone
+from pulse.config import ConfigBase, default_intermediate_size, _check, _positive_int
 from pulse.hooks import HookPoint
 from pulse.layers.attention import GroupedQueryAttention
 from pulse.layers.ffn import SwiGLU
 from pulse.layers.norm import RMSNorm
-from pulse.model import _validate_inputs, causal_lm_loss
 from pulse.nsm.state_bank import StateBank
-from pulse.pretrained import PretrainedMixin, register_model
+from pulse.pretrained import register_model
 
 
 @dataclass
@@ -121,59 +119,26 @@ class LegacyBlock(nn.Module):
         return self.hook_resid_post(x), new_state
 
 
-class LegacyPulseModel(nn.Module):
-    """Backbone: forward(input_ids, attention_mask, state) -> {"last_hidden_state", "state"}."""
-
-    def __init__(self, config: LegacyPulseConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.blocks = nn.ModuleList(LegacyBlock(config) for _ in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-
-    def forward(self, input_ids, attention_mask=None, state=None) -> dict[str, Any]:
-        _validate_inputs(input_ids, attention_mask, self.config.vocab_size)
-        past = state[0]["attn"]["k"].shape[2] if state and state[0] else 0  # KV cache length
-        check_max_positions(self.config.max_position_embeddings, past, input_ids.shape[1])
-        mask = None
-        if attention_mask is not None and not attention_mask.bool().all():
-            mask = attention_mask.to(torch.float32)
-        x = self.embed_tokens(input_ids)
-        states = state if state is not None else [None] * len(self.blocks)
-        new_states = []
-        for block, s in zip(self.blocks, states):
-            x, s = block(x, mask, s)
-            new_states.append(s)
-        return {"last_hidden_state": self.norm(x), "state": new_states}
-
-
-@register_model
-class LegacyPulseForCausalLM(PretrainedMixin, GenerationMixin, LegacyPulseModel):
-    """forward(input_ids, attention_mask=None, labels=None, state=None) -> {"logits", "state",
-    "loss" with labels}. The LM head is tied to the embeddings."""
+class LegacyPulseModel(CausalLMBackbone):
+    """Backbone: the causal-LM skeleton (:class:`pulse.causal_lm.CausalLMBackbone`) with
+    :class:`LegacyBlock` blocks. forward(input_ids, attention_mask, state) ->
+    {"last_hidden_state", "state"}; the state is the list of per-block dicts and its length
+    in positions is the KV cache's."""
 
     config_class = LegacyPulseConfig
 
-    def __init__(self, config: LegacyPulseConfig) -> None:
-        super().__init__(config)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=config.initializer_range)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        scale = 1.0 / math.sqrt(2 * config.num_layers)
-        for name, p in self.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight", "out_proj.weight")):
-                nn.init.normal_(p, std=config.initializer_range * scale)
+    def make_block(self, config: LegacyPulseConfig, index: int) -> LegacyBlock:
+        return LegacyBlock(config)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, state=None) -> dict[str, Any]:
-        out = super().forward(input_ids, attention_mask, state)
-        logits = F.linear(out["last_hidden_state"], self.embed_tokens.weight)
-        result: dict[str, Any] = {"logits": logits, "state": out["state"]}
-        if labels is not None:
-            result.update(causal_lm_loss(logits, labels, attention_mask))
-            banks = [b.states.importance_loss() for b in self.blocks if hasattr(b, "states")]
-            aux = torch.stack(banks).mean() if banks else logits.new_zeros(())
-            result["aux_loss"] = aux
-            result["loss"] = result["lm_loss"] + self.config.importance_reg * aux
-        return result
+    def past_positions(self, state: list) -> int:
+        return state[0]["attn"]["k"].shape[2] if state and state[0] else 0  # KV cache length
+
+
+@register_model
+class LegacyPulseForCausalLM(CausalLM, LegacyPulseModel):
+    """forward(input_ids, attention_mask=None, labels=None, state=None) -> {"logits", "state",
+    and with labels "loss", "lm_loss", "aux_loss"}. The LM head is tied to the embeddings;
+    ``loss = lm_loss + importance_reg * aux_loss`` (mean state-bank importance)."""
+
+    config_class = LegacyPulseConfig
+    residual_projections = ("o_proj.weight", "down_proj.weight", "out_proj.weight")

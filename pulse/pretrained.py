@@ -1,4 +1,6 @@
-"""save_pretrained / from_pretrained: a folder with config.json and model.safetensors."""
+"""save_pretrained / from_pretrained: a folder with config.json and model.safetensors; and the
+model registry: ``model_type`` -> class, read by :func:`load_pretrained` and by ``pulse.train``
+(``model.type`` in a run's YAML)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,32 @@ MODEL_REGISTRY: dict[str, type["PretrainedMixin"]] = {}
 
 
 def register_model(cls):
-    """Class decorator: make ``cls`` loadable by :func:`load_pretrained` via its model_type."""
-    MODEL_REGISTRY[cls.config_class.model_type] = cls
+    """Class decorator: make ``cls`` loadable by :func:`load_pretrained` and trainable by
+    ``pulse.train`` (``model.type: <model_type>``) via ``cls.config_class.model_type``.
+
+    What both expect of ``cls`` (every :class:`pulse.causal_lm.CausalLM` has it): a
+    ``config_class`` (a config dataclass with ``model_type``, ``to_dict`` and
+    ``from_json_file``, like :class:`pulse.config.ConfigBase`), ``cls(config)``,
+    ``save_pretrained`` / ``from_pretrained``, and ``forward(input_ids, attention_mask=...,
+    labels=...)`` returning a dict with ``"logits"``, and with labels ``"loss"`` and
+    ``"lm_loss"`` (``"aux_loss"`` optional)."""
+    model_type = getattr(getattr(cls, "config_class", None), "model_type", None)
+    if not isinstance(model_type, str) or not model_type:
+        raise TypeError(f"register_model: {cls.__name__}.config_class has no model_type")
+    MODEL_REGISTRY[model_type] = cls
     return cls
+
+
+def registered_models() -> list[str]:
+    """The registered model types, sorted (``pulse``, ``legacy_pulse``, ``transformer``, ...)."""
+    return sorted(MODEL_REGISTRY)
+
+
+def model_class(model_type: str) -> type:
+    """The class registered for ``model_type``; KeyError naming the registered types."""
+    if model_type not in MODEL_REGISTRY:
+        raise KeyError(f"model type {model_type!r} is not registered; registered: {registered_models()}")
+    return MODEL_REGISTRY[model_type]
 
 
 class PretrainedMixin:

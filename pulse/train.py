@@ -1,4 +1,6 @@
-"""Train a PULSE (or baseline Transformer) language model on a task from a YAML config.
+"""Train any registered causal LM (PULSE by default; ``model.type`` in the YAML names another
+entry of :func:`pulse.pretrained.registered_models`, e.g. ``transformer`` or ``legacy_pulse``)
+on a task from a YAML config.
 
     python -m pulse.train --config configs/story_world_pulse.yaml
     python -m pulse.train --config configs/tiny.yaml --steps 100 --out runs/x --set model.hidden_size=64
@@ -86,13 +88,15 @@ def build_run_task(run: RunConfig, tokenizer_dir: str | os.PathLike | None = Non
 
 
 def build_model(run: RunConfig, task) -> nn.Module:
-    from pulse.model import PulseForCausalLM
-    from pulse.transformer import TransformerForCausalLM
+    """The run's model, built through the registry: ``model_class(run.model_type)(config)``
+    (``model.type``: any registered name, default pulse; see :mod:`pulse.pretrained`), with
+    the vocabulary and special-token ids of the task's tokenizer."""
+    from pulse.pretrained import model_class
 
     tok = task.tokenizer
     special = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
     cfg = run.model_config(task.vocab_size, special)
-    return (TransformerForCausalLM if run.model_type == "transformer" else PulseForCausalLM)(cfg)
+    return model_class(run.model_type)(cfg)
 
 
 def _state_banks(model: nn.Module) -> list[tuple[int, nn.Module]]:

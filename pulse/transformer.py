@@ -2,27 +2,24 @@
 
 Same embedding, RMSNorm, SwiGLU and tied head as PULSE; only the token mixer differs
 (softmax attention with rotary positions and a KV cache). ``mixer="none"`` removes token
-mixing altogether: the speed ceiling for any attention replacement.
+mixing altogether: the speed ceiling for any attention replacement. A block definition on the
+causal-LM skeleton of :mod:`pulse.causal_lm`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+from pulse.causal_lm import CausalLM
 from pulse.config import ConfigBase, default_intermediate_size, PulseConfig, _check, _positive_int
-from pulse.generation import GenerationMixin
 from pulse.hooks import HookPoint
 from pulse.layers.attention import GroupedQueryAttention
 from pulse.layers.ffn import SwiGLU
 from pulse.layers.norm import RMSNorm
-from pulse.model import _validate_inputs, causal_lm_loss
-from pulse.pretrained import PretrainedMixin, register_model
+from pulse.pretrained import register_model
 
 
 @dataclass
@@ -98,40 +95,14 @@ class TransformerBlock(nn.Module):
 
 
 @register_model
-class TransformerForCausalLM(PretrainedMixin, GenerationMixin, nn.Module):
-    """forward(input_ids, attention_mask=None, labels=None, state=None) ->
-    {"logits", "state" (list of per-layer KV caches), "loss" with labels}."""
+class TransformerForCausalLM(CausalLM):
+    """The causal-LM skeleton (:class:`pulse.causal_lm.CausalLM`) with :class:`TransformerBlock`
+    blocks. forward(input_ids, attention_mask=None, labels=None, state=None) ->
+    {"logits", "state" (list of per-layer KV caches), and with labels "loss" = "lm_loss"}."""
 
     config_class = TransformerConfig
+    residual_projections = ("o_proj.weight", "down_proj.weight")
+    reports_aux_loss = False
 
-    def __init__(self, config: TransformerConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=config.initializer_range)
-        scale = 1.0 / math.sqrt(2 * config.num_layers)
-        for name, p in self.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, std=config.initializer_range * scale)
-
-    def forward(self, input_ids, attention_mask=None, labels=None, state=None) -> dict[str, Any]:
-        _validate_inputs(input_ids, attention_mask, self.config.vocab_size)
-        # under a CUDA-graph capture a given mask is always applied (all ones = no-op): testing it waits on the GPU
-        capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
-        mask = attention_mask if attention_mask is not None and (capturing or not attention_mask.bool().all()) else None
-        x = self.embed_tokens(input_ids)
-        states = state if state is not None else [None] * len(self.blocks)
-        new_states = []
-        for block, s in zip(self.blocks, states):
-            x, s = block(x, mask, s)
-            new_states.append(s)
-        logits = F.linear(self.norm(x), self.embed_tokens.weight)
-        result: dict[str, Any] = {"logits": logits, "state": new_states}
-        if labels is not None:
-            result.update(causal_lm_loss(logits, labels, attention_mask))
-            result["loss"] = result["lm_loss"]
-        return result
+    def make_block(self, config: TransformerConfig, index: int) -> TransformerBlock:
+        return TransformerBlock(config)

@@ -203,3 +203,44 @@ def test_max_position_embeddings_is_a_checked_length_limit():
     assert PulseConfig.from_dict(config.to_dict()).max_position_embeddings == 12
     with pytest.raises(ConfigError, match="max_position_embeddings"):
         PulseConfig(max_position_embeddings=0)
+
+
+# Same repository and README version as V1_README_LANGUAGE_MODELING: its "### Basic Usage" block,
+# quoted verbatim (SimplePulse and SequencePulse: pulse/simple.py).
+V1_README_BASIC_USAGE = '''\
+import torch
+from pulse import SimplePulse, SequencePulse
+
+# Simple classification model
+model = SimplePulse(
+    input_dim=784,      # Input features
+    state_dim=256,      # State dimension
+    num_states=32,      # Number of states
+    output_dim=10,      # Output classes
+    gate_type="gru",    # Gating mechanism
+)
+
+# Forward pass
+x = torch.randn(32, 784)  # [batch_size, input_dim]
+output = model(x)         # [batch_size, output_dim]
+
+# Sequence processing
+seq_model = SequencePulse(
+    input_dim=64,
+    state_dim=128,
+    num_states=16,
+    output_dim=10,
+    output_mode="last",  # 'last', 'all', or 'mean'
+)
+
+seq_x = torch.randn(32, 100, 64)  # [batch, seq_len, input_dim]
+seq_output = seq_model(seq_x)      # [batch, output_dim]
+'''
+
+
+def test_v1_readme_basic_usage_runs():
+    namespace: dict = {}
+    exec(compile(V1_README_BASIC_USAGE, "v1 README", "exec"), namespace)  # as written: the README's sizes
+    assert namespace["output"].shape == (32, 10)
+    assert namespace["seq_output"].shape == (32, 10)
+    assert torch.isfinite(namespace["output"]).all() and torch.isfinite(namespace["seq_output"]).all()

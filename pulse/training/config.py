@@ -1,6 +1,6 @@
 """Run configuration: one YAML file with sections ``model``, ``task`` and ``train``.
 
-    model:                 # PulseConfig fields, or `type: transformer` + TransformerConfig fields
+    model:                 # `type`: a registered model type (default pulse), then its config's fields
       hidden_size: 128
       num_layers: 2
       num_states: 8
@@ -12,11 +12,15 @@
       batch_size: 64
       lr: 1.0e-3
 
-``vocab_size`` and the special-token ids of the model come from the task's tokenizer
-unless given (a given ``vocab_size`` must be at least the tokenizer's). Overrides from the
-command line use dotted keys (``train.steps=100``, ``model.hidden_size=64``); values are
-parsed as YAML scalars. Every error is a :class:`~pulse.config.ConfigError` naming the
-offending key, e.g. ``train.lr: must be a positive number, got 'fast'``.
+``model.type`` is any name of the model registry (:func:`pulse.pretrained.registered_models`:
+``pulse`` (the default), ``legacy_pulse``, ``transformer``, and whatever else was registered
+with :func:`pulse.pretrained.register_model`); the other ``model`` keys are the fields of that
+class's ``config_class``. ``vocab_size`` and the special-token ids of the model come from the
+task's tokenizer unless given (a given ``vocab_size`` must be at least the tokenizer's).
+Overrides from the command line use dotted keys (``train.steps=100``,
+``model.hidden_size=64``); values are parsed as YAML scalars. Every error is a
+:class:`~pulse.config.ConfigError` naming the offending key, e.g. ``train.lr: must be a
+positive number, got 'fast'``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulse.config import ConfigError, PulseConfig
+from pulse.config import ConfigError
 
 __all__ = ["TrainConfig", "RunConfig", "load_run_config", "parse_override", "apply_overrides"]
 
 SECTIONS = ("model", "task", "train")
+DEFAULT_MODEL_TYPE = "pulse"  # model.type when the YAML gives none
 
 
 @dataclass
@@ -204,7 +209,8 @@ class RunConfig:
 
     @property
     def model_type(self) -> str:
-        return self.model.get("type", "pulse")
+        """``model.type``: a name of the model registry (default ``pulse``)."""
+        return self.model.get("type", DEFAULT_MODEL_TYPE)
 
     @property
     def task_name(self) -> str:
@@ -241,9 +247,12 @@ class RunConfig:
 
         if task["name"] not in available_tasks():
             raise ConfigError(f"task.name: unknown task {task['name']!r}; available: {available_tasks()}")
-        model_type = model.get("type", "pulse")
-        if model_type not in ("pulse", "transformer"):
-            raise ConfigError(f"model.type: must be 'pulse' or 'transformer', got {model_type!r}")
+        from pulse.pretrained import registered_models
+
+        model_type = model.get("type", DEFAULT_MODEL_TYPE)
+        if not isinstance(model_type, str) or model_type not in registered_models():
+            raise ConfigError(f"model.type: unknown model type {model_type!r}; registered: "
+                              f"{', '.join(registered_models())}")
         train = TrainConfig.from_dict(data.get("train"))
         run = cls(model=dict(model), task=dict(task), train=train)
         # validate the model fields now (vocab filled in later from the tokenizer)
@@ -251,9 +260,13 @@ class RunConfig:
         return run
 
     def model_config(self, vocab_size: int, special_ids: dict[str, int | None]):
-        """The PulseConfig / TransformerConfig of this run for a tokenizer of ``vocab_size``."""
-        from pulse.transformer import TransformerConfig
+        """The config of this run's model (``model_class(model.type).config_class``) for a
+        tokenizer of ``vocab_size``. Special-token ids and ``train.importance_reg`` fill the
+        fields of that name where the config has them."""
+        from pulse.pretrained import model_class
 
+        cls = model_class(self.model_type).config_class
+        known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else None
         fields = {k: v for k, v in self.model.items() if k != "type"}
         if "vocab_size" in fields:
             if isinstance(fields["vocab_size"], int) and fields["vocab_size"] < vocab_size:
@@ -262,12 +275,11 @@ class RunConfig:
         else:
             fields["vocab_size"] = vocab_size
         for key, value in special_ids.items():
-            fields.setdefault(key, value)
-        if self.train.importance_reg is not None and self.model_type == "pulse":
+            if known is None or key in known:
+                fields.setdefault(key, value)
+        if self.train.importance_reg is not None and (known is None or "importance_reg" in known):
             fields["importance_reg"] = self.train.importance_reg
-        cls = TransformerConfig if self.model_type == "transformer" else PulseConfig
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
+        unknown = sorted(set(fields) - known) if known is not None else []
         if unknown:
             raise ConfigError(f"model.{unknown[0]}: unknown field for {cls.__name__} "
                               f"(model type {self.model_type!r})")
