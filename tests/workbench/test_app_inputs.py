@@ -357,3 +357,19 @@ def test_interventions_are_cached_by_their_inputs(app_env, monkeypatch):
     assert_ok(at)
     assert len(calls) == 1 and chart(at, "iv_after")["data"][0]["z"] == before
     assert np.isfinite(np.array(before, dtype=float)).any()
+
+
+def test_claims_on_a_folder_without_a_task_says_why(tmp_path, monkeypatch):
+    """A bare save_pretrained folder (no task.json) has no held-out set: the Claims page says so in
+    an info box, not as a failure after the button (found by the browser walk)."""
+    import shutil
+
+    bare = tmp_path / "ck" / "third-party"
+    bare.mkdir(parents=True)
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy2(SHIPPED / "story-world-bank" / f, bare / f)
+    monkeypatch.setenv("PULSE_WORKBENCH_CHECKPOINT_DIR", str(tmp_path / "ck"))
+    at = page("claims", "mary went to the kitchen", model="third-party")
+    assert_ok(at, "claims without task.json")
+    assert any("no task.json" in i.value for i in at.info), [i.value for i in at.info]
+    assert not [b for b in at.button if b.key == "claims_run"], "the button would only lead to a failure"

@@ -2,6 +2,7 @@
 page; no exception or error box may appear; a screenshot of each page goes to
 tests/_artifacts/screenshots/. Skipped (with the reason) only when Chromium is not installed."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -37,12 +38,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(checkpoint_dir):
+def _need_browser() -> None:
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip(f"Chromium is not installed ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium "
                     "chromium-driver (make browser-deps)")
     pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
+
+
+@contextlib.contextmanager
+def _streamlit(checkpoint_dir):
+    """``streamlit run workbench/app.py`` on a free port, over the checkpoints in ``checkpoint_dir``."""
     port = _free_port()
     env = dict(os.environ, PULSE_WORKBENCH_CHECKPOINT_DIR=str(checkpoint_dir), PYTHONPATH=str(REPO))
     log = tempfile.TemporaryFile()
@@ -74,7 +79,13 @@ def server(checkpoint_dir):
 
 
 @pytest.fixture(scope="module")
-def driver(server):
+def server(checkpoint_dir):
+    _need_browser()
+    with _streamlit(checkpoint_dir) as url:
+        yield url
+
+
+def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -88,11 +99,22 @@ def driver(server):
     # an explicit Service: Selenium Manager never looks for (or downloads) a driver
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     drv.set_page_load_timeout(60)
+    drv._wb_profile = profile
+    return drv
+
+
+def _close(drv) -> None:
+    drv.quit()
+    shutil.rmtree(drv._wb_profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def driver(server):
+    drv = _chromium()
     try:
         yield drv
     finally:
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        _close(drv)
 
 
 _LAST_RUN = ("return Math.max(0, ...Array.from(document.querySelectorAll('.wb-run-done'))"
@@ -163,3 +185,160 @@ def test_every_page_in_chromium(server, driver):
             assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]'), f"{name}: no chart"
     print("seconds per page:", timings)
 
+
+
+# ---------------------------------------------------------------- every page × input length × model
+
+LENGTHS = (1, 2, 72, 2048)  # tokens; screenshots at the last two
+SHOT_LENGTHS = (72, 2048)
+PAGE_SHOTS = REPO / "tests" / "_artifacts" / "screenshots" / "walk"  # <model>-<tokens>/<page>.png (README)
+
+
+def _texts(folder: Path) -> dict[int, str]:
+    """Free texts of exactly 1, 2, 72 and 2,048 tokens from the model's own held-out stories."""
+    from pulse.data.task_record import load_task
+
+    task, _ = load_task(folder)
+    words: list[str] = []
+    for story in task.stories("test", 200):
+        words += list(story.tokens)
+        if len(words) >= max(LENGTHS):
+            break
+    return {1: "mary", 2: "mary went", **{n: " ".join(words[:n]) for n in LENGTHS if n > 2}}
+
+
+def _js_find(drv, selector: str, text: str):
+    return drv.execute_script("return Array.from(document.querySelectorAll(arguments[0]))"
+                              ".find(e => e.innerText.includes(arguments[1])) || null", selector, text)
+
+
+def _retry(what: str, fn, timeout: float = 60):
+    """Streamlit re-renders widgets while a run finishes: retry an action until it takes."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            out = fn()
+            if out is not None and out is not False:
+                return out
+        except Exception as e:  # noqa: BLE001 - stale elements while re-rendering
+            last = e
+        time.sleep(0.4)
+    raise AssertionError(f"{what}: did not succeed in {timeout} s ({last!r})")
+
+
+def _choose_checkpoint(drv, name: str, run: int) -> int:
+    from selenium.webdriver.common.by import By
+
+    box = _retry("find the checkpoint picker", lambda: _js_find(drv, '[data-testid="stSelectbox"]', "Checkpoint"))
+    if name in box.get_attribute("innerText").split("\n"):
+        return run  # already chosen: choosing it again starts no run
+
+    def open_and_pick():
+        box = _js_find(drv, '[data-testid="stSelectbox"]', "Checkpoint")
+        if box is None:
+            return None
+        box.find_element(By.CSS_SELECTOR, "input").click()
+        options = [o for o in drv.find_elements(By.CSS_SELECTOR, '[role="option"]') if o.text.strip() == name]
+        if not options:
+            return None
+        options[0].click()
+        return True
+
+    _retry(f"choose checkpoint {name}", open_and_pick)
+    return _wait_rendered(drv, "Overview", run)
+
+
+def _set_free_text(drv, text: str, title: str, run: int) -> int:
+    from selenium.webdriver.common.keys import Keys
+
+    if drv.execute_script("return !document.querySelector('textarea[aria-label=\"Text\"]')"):
+        _retry("pick 'Free text'", lambda: _js_find(drv, '[data-testid="stRadio"] label', "Free text").click() or True)
+        run = _wait_rendered(drv, title, run)
+    area = _retry("find the text box", lambda: drv.execute_script(
+        "return document.querySelector('textarea[aria-label=\"Text\"]')"))
+    # React owns the value: set it through the native setter and announce it, then commit (Ctrl+Enter)
+    drv.execute_script("const set = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;"
+                       "set.call(arguments[0], arguments[1]);"
+                       "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));", area, text)
+    area.send_keys(Keys.CONTROL, Keys.ENTER)
+    return _wait_rendered(drv, title, run, timeout=180)
+
+
+def _full_page_shot(drv, path: Path) -> None:
+    """The whole page, not just the viewport: the window is grown to the main area's height."""
+    h = int(drv.execute_script("return document.querySelector('[data-testid=\"stMain\"]').scrollHeight"))
+    drv.set_window_size(1500, max(1100, min(h + 120, 12000)))
+    time.sleep(0.8)  # Plotly relayouts to the new width/height
+    path.parent.mkdir(parents=True, exist_ok=True)
+    drv.save_screenshot(str(path))
+    drv.set_window_size(1500, 1100)
+
+
+def _no_error_on_page(drv, where: str) -> None:
+    exc = drv.execute_script("return Array.from(document.querySelectorAll('[data-testid=\"stException\"],"
+                             "[data-testid=\"stAlertContentError\"]')).map(e => e.innerText)")
+    assert not exc, f"{where}: {exc[0][:800]}"
+
+
+@pytest.fixture(scope="module")
+def shipped_dir(tmp_path_factory):
+    """Both shipped story models, and a third-party-style folder: a bare save_pretrained folder
+    (config, weights, tokenizer; no task.json, no training record, no usage cache)."""
+    root = tmp_path_factory.mktemp("shipped")
+    for name in ("story-world-bank", "story-world-pulse"):
+        (root / name).symlink_to(REPO / "checkpoints" / name, target_is_directory=True)
+    bare = root / "third-party"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy2(REPO / "checkpoints" / "story-world-bank" / f, bare / f)
+    return root
+
+
+@pytest.mark.slow
+def test_every_page_every_length_every_model(shipped_dir):
+    """Every page with 1, 2, 72 and 2,048-token free texts on both shipped models and a bare
+    third-party folder: no exception and no error box anywhere; the buttons of the pages that
+    have them are pressed at 72 and 2,048 tokens; full-page screenshots at 72 and 2,048 tokens go
+    to tests/_artifacts/screenshots/walk/<model>-<tokens>/<page>.png."""
+    _need_browser()
+    texts = _texts(REPO / "checkpoints" / "story-world-bank")
+    assert [len(texts[n].split()) for n in LENGTHS] == list(LENGTHS)
+    timings = {}
+    with _streamlit(shipped_dir) as url:
+        drv = _chromium()
+        try:
+            drv.get(f"{url}/")
+            run = _wait_rendered(drv, "Overview", 0, timeout=180)
+            for model in ("story-world-bank", "story-world-pulse", "third-party"):
+                drv.execute_script("document.querySelector('a[data-testid=\"stSidebarNavLink\"]').click();")
+                run = _wait_rendered(drv, "Overview", run - 1)
+                run = _choose_checkpoint(drv, model, run)
+                for n in LENGTHS:
+                    drv.execute_script("document.querySelector('a[data-testid=\"stSidebarNavLink\"]').click();")
+                    run = _wait_rendered(drv, "Overview", run - 1)
+                    run = _set_free_text(drv, texts[n], "Overview", run)
+                    t0 = time.time()
+                    for path, title in PAGES:
+                        name = path or "overview"
+                        if path:
+                            drv.execute_script(
+                                "document.querySelector('a[data-testid=\"stSidebarNavLink\"][href$=\"/' + "
+                                "arguments[0] + '\"]').click();", path)
+                            run = _wait_rendered(drv, title, run, timeout=240)
+                        where = f"{model}, {n} tokens, {name}"
+                        _no_error_on_page(drv, where)
+                        if n in SHOT_LENGTHS and name in CLICK:
+                            button = _js_find(drv, "button", CLICK[name])
+                            if button is not None:  # absent where the page says it does not apply
+                                button.click()
+                                run = _wait_rendered(drv, title, run, timeout=240)
+                                _no_error_on_page(drv, where + " (after its button)")
+                        sidebar = drv.execute_script(
+                            "return document.querySelector('[data-testid=\"stSidebar\"]').innerText")
+                        assert model in sidebar, f"{where}: the sidebar lost the model"
+                        if n in SHOT_LENGTHS:
+                            _full_page_shot(drv, PAGE_SHOTS / f"{model}-{n}" / f"{name}.png")
+                    timings[f"{model}-{n}"] = round(time.time() - t0, 1)
+        finally:
+            _close(drv)
+    print("seconds per walk:", timings)

@@ -74,7 +74,11 @@ def base(claim: str) -> str:
 
 
 ctx = state.context()
-if ctx is not None:
+if ctx is not None and ctx.ckpt.task is None:
+    st.info("The claim checks run on the checkpoint's held-out set, which is rebuilt from its task: "
+            f"{ctx.ckpt.task_problem or 'this checkpoint has no task'}. Train with `python -m pulse.train` "
+            "(it writes task.json) or add the task record to the folder.")
+elif ctx is not None:
     ckpt = ctx.ckpt
     n = int(st.number_input("Held-out examples", 256, 2048, 256, step=64, key="claims_n",
                             help="Examples of the task's test split; at least 256."))
