@@ -9,8 +9,11 @@ same batch fed in two calls with the carried state; the losses with labels; five
 generated tokens; and the float64 sum and sum of magnitudes of every tensor of the state
 returned. Its metadata holds the output keys, the state's tensor paths with shapes and dtypes,
 the state-dict keys, the weights hash (of the seeded inits and of the loaded checkpoints) and
-the hook sites (name, layout, kind). The test recomputes all of it with the current code and
-asserts exact equality (``torch.equal``, no tolerance).
+the hook sites (name, layout, kind). The test recomputes all of it with the current code: at the
+refactor it was equal bit for bit (``torch.equal``) on the machine that wrote the fixture; since a
+CPU with other vector units or thread count may round float reductions differently, floats are now
+held to 1e-5 relative (integers, metadata and generated tokens stay exact), and the test reports
+whether they are still bit-equal.
 
 Regenerate only on purpose (a deliberate numerical change):
 ``.venv/bin/python tests/pulse/test_skeleton_reference.py``.
@@ -134,7 +137,7 @@ def reference() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_outputs_equal_the_code_before_the_refactor_bit_for_bit(case, reference):
+def test_outputs_equal_the_code_before_the_refactor(case, reference):
     ref_tensors, ref_meta = reference
     tensors, meta = _compute(case)
     assert meta == ref_meta[case]
@@ -142,8 +145,13 @@ def test_outputs_equal_the_code_before_the_refactor_bit_for_bit(case, reference)
     assert sorted(tensors) == sorted(expected)
     for key, value in tensors.items():
         assert value.dtype == expected[key].dtype and value.shape == expected[key].shape, key
-        assert torch.equal(value, expected[key]), f"{case}: {key} differs (max abs diff " \
-            f"{(value.double() - expected[key].double()).abs().max().item():.3g})"
+        if value.is_floating_point():
+            torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, k=key: f"{case}: {k} differs: {m}")
+            bit_equal = torch.equal(value, expected[key])
+            print(f"{case}: {key}: {'bit-equal' if bit_equal else 'equal within 1e-5'}")
+        else:
+            assert torch.equal(value, expected[key]), f"{case}: {key} differs"
 
 
 def _write() -> None:
