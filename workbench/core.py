@@ -61,18 +61,50 @@ def discover_checkpoints(root: str | os.PathLike | None = None) -> dict[str, Pat
     return {n: found[n] for n in order}
 
 
-def checkpoints_with(flag: str, root: str | os.PathLike | None = None) -> list[str]:
-    """Names of the discovered checkpoints whose config.json sets ``flag`` (e.g. "use_memory")."""
-    import json
+def sites_have(sites: Any, kind: str) -> bool:
+    """Whether hook ``sites`` ({name: HookSite}, :func:`pulse.hooks.hook_sites`) hold every
+    required hook need of the frame ``kind`` (:mod:`probes.frames`; metadata needs are the
+    trace's, not the model's, and are not asked here)."""
+    from probes.frames import frame_spec
 
-    out = []
-    for name, folder in discover_checkpoints(root).items():
+    values = list(sites.values())
+    return all(any(n.matches_site(s) for s in values) for n in frame_spec(kind).required if n.metadata is None)
+
+
+def sites_layers(sites: Any, kind: str) -> list[int]:
+    """Layers of the hook sites that give the frame ``kind`` (by its first required hook need),
+    sorted; [] when the sites do not hold the frame."""
+    from probes.frames import frame_spec
+    from pulse.hooks import layer_of
+
+    if not sites_have(sites, kind):
+        return []
+    need = next(n for n in frame_spec(kind).required if n.metadata is None)
+    return sorted({layer_of(name) for name, s in sites.items() if need.matches_site(s) and layer_of(name) is not None})
+
+
+_SITES_CACHE: dict[str, Any] = {}
+
+
+def folder_sites(folder: str | os.PathLike) -> dict[str, Any]:
+    """The hook sites of the model in ``folder`` (loaded once per folder contents; {} when it
+    does not load)."""
+    key = folder_key(folder)
+    if key not in _SITES_CACHE:
+        from probes.adapters import load_pretrained
+        from pulse.hooks import hook_sites
+
         try:
-            if json.loads((folder / "config.json").read_text(encoding="utf-8")).get(flag):
-                out.append(name)
+            _SITES_CACHE[key] = hook_sites(load_pretrained(folder))
         except Exception:  # noqa: BLE001 - a broken folder has nothing
-            continue
-    return out
+            _SITES_CACHE[key] = {}
+    return _SITES_CACHE[key]
+
+
+def checkpoints_with(kind: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the discovered checkpoints whose models have the hook sites of the frame
+    ``kind`` (e.g. "memory_reads"): where a page that needs it can look."""
+    return [name for name, folder in discover_checkpoints(root).items() if sites_have(folder_sites(folder), kind)]
 
 
 def folder_key(path: str | os.PathLike) -> str:
@@ -103,6 +135,24 @@ class Checkpoint:
     task_problem: str = ""
     card: str = ""
     key: str = ""
+    _sites: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def sites(self) -> dict[str, Any]:
+        """{name: HookSite} of the model (:func:`pulse.hooks.hook_sites`): what it can show."""
+        if self._sites is None:
+            from pulse.hooks import hook_sites
+
+            self._sites = hook_sites(self.model)
+        return self._sites
+
+    def has(self, kind: str) -> bool:
+        """Whether the model has the hook sites of the frame ``kind`` (see :func:`sites_have`)."""
+        return sites_have(self.sites, kind)
+
+    def frame_layers(self, kind: str) -> list[int]:
+        """The layers that give the frame ``kind`` (see :func:`sites_layers`)."""
+        return sites_layers(self.sites, kind)
 
     @property
     def loss_name(self) -> str:
@@ -126,13 +176,16 @@ class Checkpoint:
         return sum(p.numel() for p in self.model.parameters())
 
     def bank_layers(self) -> list[int]:
-        return [i for i, _ in self.model.state_banks()]
+        """Layers with a state bank: those that route tokens to slots (the "routing" frame)."""
+        return self.frame_layers("routing")
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Load a PULSE save_pretrained folder with its tokenizer; every failure becomes a
-    :class:`WorkbenchError` that says what is wrong with the folder."""
-    from pulse import PulseForCausalLM, load_pretrained
+    """Load a save_pretrained folder with its tokenizer: a PULSE model, or a family with a
+    registered adapter (:func:`probes.adapters.load_pretrained`, chosen by config.json's
+    ``model_type``); every failure becomes a :class:`WorkbenchError` that says what is wrong
+    with the folder."""
+    from probes.adapters import load_pretrained
     from pulse.data import load_tokenizer
 
     raw = str(path).strip()
@@ -154,9 +207,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         model = load_pretrained(p)
     except Exception as e:  # noqa: BLE001 - any failure is a broken or foreign folder
         raise WorkbenchError(f"Could not load the model in {p}: {e}") from e
-    if not isinstance(model, PulseForCausalLM):
-        raise WorkbenchError(f"{p} holds a {type(model).__name__}; the workbench inspects PULSE models "
-                             "(config model_type 'pulse').")
     try:
         tokenizer = load_tokenizer(p)
     except FileNotFoundError as e:
@@ -493,8 +543,16 @@ def generate_text(ckpt: Checkpoint, prompt: str, max_new_tokens: int = 40, tempe
             kwargs["top_k"] = int(top_k)
         if top_p is not None and top_p < 1:
             kwargs["top_p"] = float(top_p)
-    out = ckpt.model.generate(ids, max_new_tokens=int(max_new_tokens), generator=gen,
-                              pad_token_id=ckpt.tokenizer.pad_token_id, **kwargs)
+    import inspect
+
+    if "generator" in inspect.signature(ckpt.model.generate).parameters:
+        out = ckpt.model.generate(ids, max_new_tokens=int(max_new_tokens), generator=gen,
+                                  pad_token_id=ckpt.tokenizer.pad_token_id, **kwargs)
+    else:  # a generate without a generator argument (Hugging Face's): the seed fixes the global draw
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            out = ckpt.model.generate(ids, max_new_tokens=int(max_new_tokens),
+                                      pad_token_id=ckpt.tokenizer.pad_token_id, **kwargs)
     new = [i for i in out[0, len(enc.ids):].tolist()]
     eos = ckpt.tokenizer.eos_token_id
     if eos in new:

@@ -310,12 +310,52 @@ def plot(fig, key: str) -> None:
     st.plotly_chart(fig, width="stretch", key=key)
 
 
-def lacks(what: str, flag: str, why: str = "") -> str:
-    """ "This model has no <what> (config <flag> = false)…", naming the checkpoints that have it."""
-    have = core.checkpoints_with(flag)
+def lacks(what: str, kind: str, why: str = "", tr=None) -> str:
+    """ "This model has no <what> (its trace has no …)…": what the frame ``kind`` needs and
+    ``tr`` lacks (:meth:`probes.frames.FrameSpec.missing`), naming the checkpoints that have it."""
+    from probes.frames import frame_spec
+
+    spec = frame_spec(kind)
+    missing = spec.missing(tr) if tr is not None else list(spec.required)
+    needs = "; ".join(n.describe() for n in missing) or "entries it needs"
+    have = core.checkpoints_with(kind)
     where = (f" These checkpoints have it: {', '.join(have)} (pick one in the sidebar)." if have else "")
-    return (f"This model has no {what} (config {flag} = false), so there is nothing to show on this page."
+    return (f"This model has no {what} (its trace has no {needs}), so there is nothing to show on this page."
             f"{' ' + why if why else ''}{where}")
+
+
+def needs(tr, kind: str, what: str, why: str = "") -> bool:
+    """Whether the trace ``tr`` has the frame ``kind``; if not, an info box saying which
+    mechanism is missing, what the trace lacks, and which checkpoints have it."""
+    from probes.frames import frame_spec
+
+    return require(frame_spec(kind).applies(tr), "" if frame_spec(kind).applies(tr) else lacks(what, kind, why, tr))
+
+
+def layers_of(tr, kind: str) -> dict[int, str]:
+    """{layer: recorded name} of the entries the frame ``kind`` reads first (its first required
+    need) in ``tr``: where a page can look, and which tensor to read there."""
+    from probes.frames import frame_spec
+    from pulse.hooks import layer_of
+
+    need = next(n for n in frame_spec(kind).required if n.metadata is None)
+    return {layer_of(n): n for n in need.found(tr) if layer_of(n) is not None}
+
+
+def entry(tr, kind: str, layer: int, name: str) -> str:
+    """The recorded name, in ``layer``, of the entry of frame ``kind`` whose need is named
+    ``name`` (a glob such as ``*.hook_read_weights``) or, without a glob, the first need."""
+    import fnmatch
+
+    from probes.frames import frame_spec
+    from pulse.hooks import layer_of
+
+    for need in frame_spec(kind).needs:
+        if need.metadata is None:
+            for n in need.found(tr):
+                if layer_of(n) == layer and fnmatch.fnmatchcase(n, name):
+                    return n
+    raise KeyError(f"no {name} entry of {kind} in layer {layer}")
 
 
 def require(condition: bool, message: str) -> bool:

@@ -11,6 +11,11 @@ import streamlit as st
 from workbench import charts, state
 
 MAX_ERROR = 0.05
+EMBED_SITE = "hook_embed"  # where probes.attribution.token_attributions integrates (the embeddings)
+
+
+class NotApplicable(Exception):
+    """The model's hook sites lack what an analysis reads: said in an info box, not an error."""
 
 st.title("Attribution")
 state.explain(
@@ -82,6 +87,12 @@ if ctx is not None:
                + (" (the model's top guess: the text ends here)" if beyond and what.startswith("actual") else "")
                + (" — the answer token" if pos == answer - 1 and has_answer else ""))
     try:
+        if EMBED_SITE not in ckpt.sites:
+            raise NotApplicable(
+                f"Token attribution integrates over the token embeddings at the `{EMBED_SITE}` hook site; this "
+                f"model's hook sites have none (it has {len(ckpt.sites)} others: "
+                f"{', '.join(sorted({s.kind for s in ckpt.sites.values()}))}), so there is no attribution over "
+                "tokens to show.")
         with st.spinner(f"Integrated gradients over {pos + 1} tokens ({n_steps} steps, doubled until they add up, "
                         f"at most {max(int(n_steps), int(max_steps))})…", show_time=True):
             res = _token_ig(ckpt.model, str(ckpt.path), ckpt.key, ids, pos, int(target), int(n_steps),
@@ -112,6 +123,8 @@ if ctx is not None:
                 "key-value memory this is expected: the memory's top-k softmax read is nearly an argmax, so the "
                 "score jumps where the best-matching entry changes along the integration path. Raise the cap, or "
                 "compare with the memory switched off on the Interventions page.")
+    except NotApplicable as e:
+        st.info(str(e))
     except Exception as e:  # noqa: BLE001
         state.show_error(e, "Token attribution failed")
     layers = ckpt.bank_layers()

@@ -109,16 +109,16 @@ if ctx is not None:
                                              title=f"{name_b}: loss",
                                              zmax=charts.shared_range(run.loss()[t0:t1], other_run.loss()[t0:t1])[1]),
                            key="cmp_loss_b")
-        common = sorted(set(ckpt.bank_layers()) & set(other_ckpt.bank_layers()))
+        route_a, route_b = state.layers_of(run.trace, "routing"), state.layers_of(other_run.trace, "routing")
+        common = sorted(set(route_a) & set(route_b))
         if common:
             layer = st.selectbox("Routing of layer", common, key="cmp_layer")
-            name = f"blocks.{layer}.states.hook_routing"
             left, right = st.columns(2)
             with left:
-                state.plot(charts.slot_heatmap(run.trace[name][0, t0:t1].numpy(), pos, run.tokens[t0:t1],
+                state.plot(charts.slot_heatmap(run.trace[route_a[layer]][0, t0:t1].numpy(), pos, run.tokens[t0:t1],
                                                title=f"{name_a}: routing"), key="cmp_route_a")
             with right:
-                state.plot(charts.slot_heatmap(other_run.trace[name][0, t0:t1].numpy(), pos,
+                state.plot(charts.slot_heatmap(other_run.trace[route_b[layer]][0, t0:t1].numpy(), pos,
                                                other_run.tokens[t0:t1], title=f"{name_b}: routing"),
                            key="cmp_route_b")
         else:

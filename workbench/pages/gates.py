@@ -15,7 +15,9 @@ ctx = state.context()
 if ctx is not None:
     run, tr = ctx.run, ctx.run.trace
     t0, t1 = state.window(run.T, key="gates")
-    layers = ctx.ckpt.bank_layers()
+    from probes.frames import frame_spec
+
+    layers = sorted(state.layers_of(tr, "gates")) if frame_spec("gates").applies(tr) else []
     if layers:
         df = tr.frame("gates")
         c1, c2 = st.columns(2)
@@ -34,17 +36,21 @@ if ctx is not None:
                        key="gates_bank")
     else:
         st.info("This model has no state bank; showing the per-token gates only.")
-    fg = {f"layer {i}": tr[n][0, t0:t1].float().mean(-1).numpy() for i, n in tr.layers(".hook_fusion_gate").items()}
+    fusion = sorted(state.layers_of(tr, "fusion_gate").items()) if frame_spec("fusion_gate").applies(tr) else []
+    fg = {f"layer {i}": tr[n][0, t0:t1].float().mean(-1).numpy() for i, n in fusion}
     if fg:
         state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], fg,
                                       title="Fusion gate (1 = linear attention, 0 = local convolution)",
                                       y_title="mean gate"), key="gates_fusion")
     else:
-        st.info("No fusion gate: this model has no linear attention (config use_linear_attention = false), so "
+        st.info("No fusion gate: this model has no linear attention to mix with a local convolution (its trace "
+                f"has no {'; '.join(n.describe() for n in frame_spec('fusion_gate').missing(tr))}), so "
                 "there is nothing to mix with the local convolution.")
-    rec = tr.layers("recurrent.hook_input_gate")
-    if rec:
-        series = {f"layer {i}": tr[n][0, t0:t1].float().mean(-1).numpy() for i, n in rec.items()}
+    rec = tr.frame("recurrent") if frame_spec("recurrent").applies(tr) else None
+    if rec is not None and not rec.empty:
+        rec = rec[(rec["sample"] == 0) & (rec["pos"] >= t0) & (rec["pos"] < t1)]
+        series = {f"layer {i}": d.sort_values("pos")["input_gate_mean"].to_numpy()
+                  for i, d in rec.groupby("layer")}
         state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], series,
                                       title="Recurrent state: input gate (how much each token writes)",
                                       y_title="mean gate"), key="gates_recurrent")

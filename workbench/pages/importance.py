@@ -13,16 +13,15 @@ state.explain(
     "of the model marks the slots dead (never written, never read), the text is run again, and the chart "
     "shows how much harder each token became to predict.")
 ctx = state.context()
-if ctx is not None and state.require(bool(ctx.ckpt.bank_layers()),
-                                     "This model has no state bank (config num_states = 0): nothing to prune."):
+if ctx is not None and state.needs(ctx.run.trace, "importance", "state bank", "Nothing to prune."):
     from probes import compare, prune_slots
     from probes.trace import per_token_loss
 
     run, ckpt = ctx.run, ctx.ckpt
     state.usage_line(ckpt, "state_bank")
     imp = run.trace.frame("importance")
-    thr = float(ckpt.config.prune_threshold)
-    layer = st.selectbox("Layer", ckpt.bank_layers(), key="importance_layer")
+    thr = float(getattr(ckpt.config, "prune_threshold", 0.0) or 0.0)
+    layer = st.selectbox("Layer", sorted(imp["layer"].unique().tolist()), key="importance_layer")
     d = imp[imp["layer"] == layer].sort_values("slot")
     state.plot(charts.importance_bars(d["importance"].to_numpy(), d["alive"].to_numpy(), thr,
                                       title=f"Layer {layer}: slot importance"), key="importance_bars")

@@ -28,51 +28,69 @@ def _apply(path: str, key: str, text: str, inputs: tuple, _ivs: list, _ids, _lab
     res = compare(model, _ids, _ivs, labels=_labels, loss_name=loss_name)
     after_tr = None
     if banks:
+        from probes.frames import frame_hooks
+
         with intervene(model, *_ivs):
-            _, after_tr = run_with_trace(model, _ids, names="blocks.*.states.hook_read_weights")
+            _, after_tr = run_with_trace(model, _ids, names=frame_hooks(["read_weights"]))
     return res, after_tr
 
 
 ctx = state.context()
 if ctx is not None:
     from probes import ablate_slot, clamp_gate, memory_off, patch_activation, prune_slots, set_decay
-    from probes.trace import hook_sites
+    from probes.frames import frame_spec
 
-    run, ckpt, cfg = ctx.run, ctx.ckpt, ctx.ckpt.config
-    banks = ckpt.bank_layers()
-    gates = [n for n in hook_sites(ckpt.model) if n.endswith(("_gate",)) and ".ffn." not in n]
-    kinds = (["Ablate a slot", "Prune slots"] if banks else []) + (["Clamp a gate"] if gates else []) + \
-        (["Memory off"] if cfg.use_memory else []) + (["Set decay"] if cfg.use_linear_attention else []) + \
-        ["Patch activation"]
+    run, ckpt, tr = ctx.run, ctx.ckpt, ctx.run.trace
+    sites = ckpt.sites
+    # what this model's trace has decides what can be changed (probes.frames), not its config
+    banks = sorted(state.layers_of(tr, "read_weights")) if frame_spec("read_weights").applies(tr) else []
+    imp = tr.frame("importance") if frame_spec("importance").applies(tr) else None
+    n_slots = int(imp["slot"].max()) + 1 if imp is not None and not imp.empty else 0
+    mem_layers = sorted(state.layers_of(tr, "memory_reads")) if frame_spec("memory_reads").applies(tr) else []
+    dec = tr.frame("decay") if frame_spec("decay_attention").applies(tr) else None
+    # gates of the per-token or per-update kind the model declares (the FFN's GLU gate is no dial)
+    gates = [n for n, s in sites.items() if s.kind == "gate" and "d_ff" not in s.layout]
+    # the residual stream (or, without one, each block's output to it): what a patch copies
+    patchable = [n for n, s in sites.items() if s.kind == "residual" and n.endswith(("hook_resid_post",
+                                                                                      "hook_resid_mid"))] or \
+        [n for n, s in sites.items() if s.kind == "output" and s.layout == ("batch", "pos", "d_model")]
+    kinds = (["Ablate a slot", "Prune slots"] if banks and n_slots else []) + (["Clamp a gate"] if gates else []) + \
+        (["Memory off"] if mem_layers else []) + (["Set decay"] if dec is not None else []) + \
+        (["Patch activation"] if patchable else [])
+    if not kinds:
+        st.info("This model's hook sites offer nothing this page can change (no state bank, gate, memory, decay "
+                "or residual stream was found among them).")
+        state.mark_done()
+        st.stop()
     kind = st.selectbox("Intervention", kinds, key="iv_kind")
     cols = st.columns(3)
     ivs, label, extra = [], "", ()
     try:
         if kind == "Ablate a slot":
             layer = cols[0].selectbox("Layer", banks, key="iv_layer")
-            slot = cols[1].selectbox("Slot", list(range(cfg.resolved_max_states)), key="iv_slot")
+            slot = cols[1].selectbox("Slot", list(range(n_slots)), key="iv_slot")
             mode = cols[2].radio("Replace with", ["zero", "mean"], horizontal=True, key="iv_mode")
             ivs = [ablate_slot(int(layer), int(slot), mode)]
         elif kind == "Prune slots":
             layer = cols[0].selectbox("Layer", banks, key="iv_layer")
-            slots = cols[1].multiselect("Slots", list(range(cfg.resolved_max_states)), default=[0], key="iv_slots")
+            slots = cols[1].multiselect("Slots", list(range(n_slots)), default=[0], key="iv_slots")
             ivs = [prune_slots(int(layer), [int(s) for s in slots])] if slots else []
         elif kind == "Clamp a gate":
             name = cols[0].selectbox("Gate", gates, key="iv_gate")
             value = cols[1].slider("Clamp to", 0.0, 1.0, 0.0, 0.05, key="iv_value")
             ivs = [clamp_gate(name, float(value))]
         elif kind == "Memory off":
-            layer = cols[0].selectbox("Layer", ["all"] + list(range(cfg.num_layers)), key="iv_mem_layer")
+            layer = cols[0].selectbox("Layer", ["all"] + mem_layers, key="iv_mem_layer")
             ivs = [memory_off(None if layer == "all" else int(layer))]
         elif kind == "Set decay":
-            layer = cols[0].selectbox("Layer", list(range(cfg.num_layers)), key="iv_layer_decay")
-            head = cols[1].selectbox("Head", list(range(cfg.num_heads)), key="iv_head")
+            layer = cols[0].selectbox("Layer", sorted(dec["layer"].unique().tolist()), key="iv_layer_decay")
+            head = cols[1].selectbox("Head", sorted(dec.loc[dec["layer"] == layer, "head"].unique().tolist()),
+                                     key="iv_head")
             gamma = cols[2].slider("γ (decay per token)", 0.05, 1.0, 0.5, 0.01, key="iv_gamma")
             ivs = [set_decay(int(layer), int(head), float(gamma))]
         else:
             exs = state.examples(ckpt)
-            hooks = [n for n in hook_sites(ckpt.model) if n.endswith(("hook_resid_post", "hook_resid_mid"))]
-            name = cols[0].selectbox("Activation", hooks, key="iv_patch_hook")
+            name = cols[0].selectbox("Activation", patchable, key="iv_patch_hook")
             src_text = cols[1].text_input("Source text", exs[1].text if len(exs) > 1 else run.text,
                                           key="iv_patch_text")
             src = core.encode_text(ckpt.tokenizer, src_text)
@@ -135,7 +153,7 @@ if ctx is not None:
         state.plot(charts.loss_delta_bars(pos, toks, (after - before)[t0:t1]), key="iv_delta")
         if out["after_tr"] is not None:
             layer = st.selectbox("Read weights of layer", banks, key="iv_show_layer")
-            name = f"blocks.{layer}.states.hook_read_weights"
+            name = state.layers_of(run.trace, "read_weights")[layer]
             left, right = st.columns(2)
             with left:
                 state.plot(charts.slot_heatmap(run.trace[name][0, t0:t1].numpy(), pos, toks,

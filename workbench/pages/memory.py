@@ -11,17 +11,18 @@ state.explain(
     "Each later token compares its query with the stored keys and reads only the <b>top-k</b> best matches, "
     "weighted by a softmax over their scores. Dark cells show which slot a token read, and how strongly.")
 ctx = state.context()
-if ctx is not None and state.require(bool(ctx.ckpt.config.use_memory),
-                                     state.lacks("key-value memory", "use_memory")):
-    run, tr, cfg = ctx.run, ctx.run.trace, ctx.ckpt.config
+if ctx is not None and state.needs(ctx.run.trace, "memory_reads", "key-value memory"):
+    run, tr = ctx.run, ctx.run.trace
     state.usage_line(ctx.ckpt, "memory")
     c1, c2 = st.columns(2)
-    layer = c1.selectbox("Layer", list(range(cfg.num_layers)), key="memory_layer")
+    layer = c1.selectbox("Layer", sorted(state.layers_of(tr, "memory_reads")), key="memory_layer")
     value = c2.radio("Cell value", ["read weight", "score"], horizontal=True, key="memory_value")
     t0, t1 = state.window(run.T, key="memory")
-    slots = tr[f"blocks.{layer}.memory.hook_read_slots"][0].numpy()  # [T, k]
-    vals = tr[f"blocks.{layer}.memory.hook_read_{'weights' if value == 'read weight' else 'scores'}"][0].numpy()
-    C = cfg.memory_capacity
+    slots = tr[state.entry(tr, "memory_reads", layer, "*.hook_read_slots")][0].numpy()  # [T, k]
+    vals = tr[state.entry(tr, "memory_reads", layer,
+                          "*.hook_read_weights" if value == "read weight" else "*.hook_read_scores")][0].numpy()
+    # the memory's capacity: its configured number of slots, else the most slots this text reached
+    C = int(getattr(ctx.ckpt.config, "memory_capacity", 0) or (int(slots.max()) + 1 if slots.size else 1))
     M = np.full((C, t1 - t0), np.nan if value == "score" else 0.0)
     for j, t in enumerate(range(t0, t1)):
         for r in range(slots.shape[1]):

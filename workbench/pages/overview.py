@@ -38,20 +38,47 @@ if ctx is not None:  # leads with what the model uses: a mechanism it does not u
 if ctx is not None:
     ckpt, run = ctx.ckpt, ctx.run
     cfg = ckpt.config
+    from probes.frames import frame_spec
+    from pulse.hooks import layer_of
+
+    tr = run.trace
+    layers = sorted({layer_of(n) for n in ckpt.sites} - {None})
+    dec = tr.frame("decay") if frame_spec("decay").applies(tr) else None
+    heads = sorted(dec["head"].unique().tolist()) if dec is not None and not dec.empty else []
     c = st.columns(4)
     c[0].metric("Tokens", run.T)
     c[1].metric(f"Mean {run.loss_label()} (nats)", core.fmt_loss(run.mean_loss()),
                 help=f"Mean over the {run.n_loss_tokens()} scored tokens: {core.loss_explanation(run.loss_name)}. "
                      "The loss strip below shows only those tokens.")
     c[2].metric("Parameters", f"{ckpt.num_parameters():,}")
-    c[3].metric("Layers × heads", f"{cfg.num_layers} × {cfg.num_heads}")
-    parts = ["linear attention with per-head decay", "local convolution"]
-    if cfg.use_recurrent_state:
+    if heads:
+        c[3].metric("Layers × heads", f"{len(layers)} × {len(heads)}")
+    else:
+        c[3].metric("Layers", f"{len(layers)}")
+    # what the model has, read from its hook sites and the frames its trace gives (not its config)
+    kinds_here = {s.kind for s in ckpt.sites.values()}
+    parts = []
+    if frame_spec("decay_attention").applies(tr):
+        parts.append("linear attention with per-head decay")
+    if any(n.endswith(".conv.hook_out") for n in ckpt.sites):
+        parts.append("local convolution")
+    if frame_spec("recurrent").applies(tr):
         parts.append("recurrent state")
-    if cfg.use_memory:
-        parts.append(f"key-value memory ({cfg.memory_capacity} slots, top-{cfg.memory_top_k} reads)")
-    if cfg.num_states:
-        parts.append(f"state bank of {cfg.num_states} Neural-State-Machine slots")
+    if frame_spec("memory_reads").applies(tr):
+        reads = tr[state.entry(tr, "memory_reads", min(state.layers_of(tr, "memory_reads")), "*.hook_read_slots")]
+        cap = getattr(cfg, "memory_capacity", None)
+        parts.append(f"key-value memory ({cap} slots, top-{reads.shape[-1]} reads)" if cap else
+                     f"key-value memory (top-{reads.shape[-1]} reads)")
+    imp = tr.frame("importance") if frame_spec("importance").applies(tr) else None
+    if imp is not None and not imp.empty:
+        n_slots = int(imp.groupby("layer")["slot"].nunique().max())
+        parts.append(f"state bank of {n_slots} Neural-State-Machine slots")
+    if not parts:
+        from probes.frames import available_kinds
+
+        described = sorted(kinds_here - {"residual", "output", "loss", "prediction"})
+        parts.append(f"{len(layers)} layers with hook sites of kind {', '.join(described) or '(none)'}; "
+                     f"tables on this trace: {', '.join(available_kinds(tr)) or 'none'}")
     st.write(f"**{ckpt.name}**: " + ", ".join(parts) + ".")
     with st.expander("Model card", expanded=False):
         st.markdown(ckpt.card or "_This folder has no model_card.md._")

@@ -11,16 +11,17 @@ state.explain(
     "slot. Reading works the same way in reverse. If slots specialise, tokens of one kind (say, places) "
     "flow to the same slots — the flow chart below shows it.")
 ctx = state.context()
-if ctx is not None and state.require(bool(ctx.ckpt.bank_layers()),
-                                     "This model has no state bank (config num_states = 0): nothing is routed."):
+if ctx is not None and state.needs(ctx.run.trace, "routing", "state bank", "Nothing is routed."):
     run = ctx.run
-    layers = ctx.ckpt.bank_layers()
+    layers = sorted(state.layers_of(run.trace, "routing"))
     state.usage_line(ctx.ckpt, "state_bank")
     c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", layers, key="routing_layer")
-    kind = c2.radio("Weights", ["write (routing)", "read"], horizontal=True, key="routing_kind")
-    hook = "hook_routing" if kind.startswith("write") else "hook_read_weights"
-    w = run.trace[f"blocks.{layer}.states.{hook}"][0].numpy()  # [T, S]
+    reads = state.layers_of(run.trace, "read_weights")
+    kind = c2.radio("Weights", ["write (routing)", "read"] if layer in reads else ["write (routing)"],
+                    horizontal=True, key="routing_kind")
+    w = run.trace[state.layers_of(run.trace, "routing")[layer] if kind.startswith("write")
+                  else reads[layer]][0].numpy()  # [T, S]
     t0, t1 = state.window(run.T, key="routing")
     state.plot(charts.slot_heatmap(w[t0:t1], range(t0, t1), run.tokens[t0:t1],
                                    title=f"Layer {layer}: {kind} weights, tokens × slots"), key="routing_heatmap")
