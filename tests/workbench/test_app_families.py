@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from test_app_inputs import PAGES, SHIPPED, assert_ok, page
+from test_app_inputs import PAGES, SHIPPED, STORY_MAX, assert_ok, page
 from workbench_paths import REPO
 
 WORKBENCH = REPO / "workbench"
@@ -27,8 +27,9 @@ def test_no_family_switches_in_the_workbench():
     assert not found, "pages must use the trace's frames, not config flags or family names:\n" + "\n".join(found)
 
 
-@pytest.fixture
-def mamba_dir(tmp_path, monkeypatch):
+def _hf_folder(tmp_path, monkeypatch, family: str):
+    """A tiny random Hugging Face ``family`` model saved with ``save_pretrained`` in
+    ``tmp_path/tiny-<family>``, the story tokenizer beside it, as the only checkpoint."""
     transformers = pytest.importorskip("transformers")
     import torch
 
@@ -39,13 +40,28 @@ def mamba_dir(tmp_path, monkeypatch):
 
     vocab = load_tokenizer(tok.parent).vocab_size
     torch.manual_seed(0)
-    cfg = transformers.MambaConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=2, state_size=4,
-                                   expand=2, conv_kernel=4)
-    folder = tmp_path / "tiny-mamba"
-    transformers.MambaForCausalLM(cfg).save_pretrained(folder)
+    if family == "mamba":
+        model = transformers.MambaForCausalLM(transformers.MambaConfig(
+            vocab_size=vocab, hidden_size=16, num_hidden_layers=2, state_size=4, expand=2, conv_kernel=4))
+    else:
+        model = transformers.RwkvForCausalLM(transformers.RwkvConfig(
+            vocab_size=vocab, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16, intermediate_size=32,
+            context_length=4096))
+    folder = tmp_path / f"tiny-{family}"
+    model.save_pretrained(folder)
     shutil.copy(tok, folder / "tokenizer.json")
     monkeypatch.setenv("PULSE_WORKBENCH_CHECKPOINT_DIR", str(tmp_path))
     return folder
+
+
+@pytest.fixture
+def mamba_dir(tmp_path, monkeypatch):
+    return _hf_folder(tmp_path, monkeypatch, "mamba")
+
+
+@pytest.fixture
+def rwkv_dir(tmp_path, monkeypatch):
+    return _hf_folder(tmp_path, monkeypatch, "rwkv")
 
 
 def test_core_loads_a_mamba_folder(mamba_dir):
@@ -69,3 +85,27 @@ def test_mamba_pages_that_do_not_apply_say_why(mamba_dir):
         at = page(name, "mary went to the kitchen .")
         assert_ok(at, name)
         assert at.info and lacks in at.info[0].value and "its trace has no" in at.info[0].value, name
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_on_an_rwkv_folder(rwkv_dir, name):
+    at = page(name, "mary went to the kitchen . where is mary ?")
+    assert_ok(at, name)
+
+
+@pytest.mark.parametrize("text", ["mary", STORY_MAX])
+def test_mamba_overview_one_and_the_most_tokens(mamba_dir, text):
+    at = page("overview", text)
+    assert_ok(at)
+
+
+def test_generated_text_on_a_mamba_folder(mamba_dir):
+    at = page("overview", "mary went", wb_prompt="mary went to the")  # no task.json: no example to start from
+    assert_ok(at)
+    at.sidebar.radio(key="wb_source").set_value("Generated text").run()
+    assert_ok(at)
+    at.sidebar.number_input(key="wb_new_tokens").set_value(5).run()
+    assert_ok(at)
+    assert int(next(m.value for m in at.metric if m.label == "Tokens")) == 4 + 5
+    at.sidebar.slider(key="wb_temperature").set_value(1.0).run()  # sampled with a seed: no generator argument
+    assert_ok(at)
