@@ -109,3 +109,14 @@ def test_generated_text_on_a_mamba_folder(mamba_dir):
     assert int(next(m.value for m in at.metric if m.label == "Tokens")) == 4 + 5
     at.sidebar.slider(key="wb_temperature").set_value(1.0).run()  # sampled with a seed: no generator argument
     assert_ok(at)
+
+
+def test_checkpoints_with_a_frame_are_found_by_their_hook_sites(monkeypatch):
+    from workbench import core
+
+    if not (SHIPPED / "story-world-bank" / "model.safetensors").is_file():
+        pytest.skip("the shipped checkpoints are not here")
+    monkeypatch.delenv("PULSE_WORKBENCH_CHECKPOINT_DIR", raising=False)
+    memory = core.checkpoints_with("memory_reads")
+    assert "story-world-pulse" in memory and "story-world-bank" not in memory
+    assert "story-world-bank" in core.checkpoints_with("routing")
