@@ -296,8 +296,8 @@ def shipped_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_page_every_length_every_model(shipped_dir):
-    """Every page with 1, 2, 72 and 2,048-token free texts on both shipped models and a bare
-    third-party folder: no exception and no error box anywhere; the buttons of the pages that
+    """Every page with 1, 2, 72 and 2,048-token free texts on both shipped models, and with 1, 2
+    and 72 on a bare third-party folder (the default model's weights without its task record): no exception and no error box anywhere; the buttons of the pages that
     have them are pressed at 72 and 2,048 tokens; full-page screenshots at 72 and 2,048 tokens go
     to tests/_artifacts/screenshots/walk/<model>-<tokens>/<page>.png."""
     _need_browser()
@@ -314,6 +314,8 @@ def test_every_page_every_length_every_model(shipped_dir):
                 run = _wait_rendered(drv, "Overview", run - 1)
                 run = _choose_checkpoint(drv, model, run)
                 for n in LENGTHS:
+                    if model == "third-party" and n == max(LENGTHS):
+                        continue  # the same weights as story-world-bank, already walked at this length
                     drv.execute_script("document.querySelector('a[data-testid=\"stSidebarNavLink\"]').click();")
                     run = _wait_rendered(drv, "Overview", run - 1)
                     run = _set_free_text(drv, texts[n], "Overview", run)
