@@ -610,3 +610,69 @@ def fusion_gate(tr: Trace) -> pd.DataFrame:
     cols = ["sample", "layer", "pos", "gate"]
     return _per_layer(tr, FUSION_GATE,
                       lambda l, n: _token_table(tr, n, {"gate": _np(tr[n].float().mean(-1))}, []), cols)
+
+
+# ------------------------------------------------------------------ per-channel recurrences (probes.adapters)
+# The family adapters (Mamba, RWKV, Mamba-2) declare their mixers' sites with a ``channel`` (or
+# ``head``) axis: these frames read them by kind and layout, so a PULSE trace (whose decays,
+# states and gates are laid out over heads, d_model or slots) never matches them.
+MIXER_DECAY = Need("decay", name="blocks.*.mixer.hook_decay")  # [channel], [channel, d_k] or [head]
+CHANNEL_STATE = Need("state", ("batch", "pos", "channel"))  # state norms / numerator and denominator
+CHANNEL_GATE = Need("gate", ("batch", "pos", "channel"))
+
+
+@register_frame("channel_decay", needs=[MIXER_DECAY], per_piece=False,
+                columns=("layer", "unit", "state", "decay", "half_life"))
+def channel_decay(tr: Trace) -> pd.DataFrame:
+    """Per-channel (or per-head) decay of a recurrent mixer and its half-life per unit step."""
+    cols = ["layer", "unit", "state", "decay", "half_life"]
+    rows = []
+    for layer, name in _layers(tr, MIXER_DECAY).items():
+        g = _np(tr[name]).astype(np.float64)
+        g = g.reshape(g.shape[0], -1) if g.ndim else g.reshape(1, 1)
+        unit, sub = np.meshgrid(np.arange(g.shape[0]), np.arange(g.shape[1]), indexing="ij")
+        with np.errstate(divide="ignore"):
+            hl = np.log(0.5) / np.log(g)
+        rows.append(pd.DataFrame({"layer": layer, "unit": unit.reshape(-1), "state": sub.reshape(-1),
+                                  "decay": g.reshape(-1), "half_life": hl.reshape(-1)}))
+    if not rows:
+        return _empty(cols)
+    return pd.concat(rows, ignore_index=True)[cols]
+
+
+def _site_label(name: str) -> str:
+    """``blocks.0.mixer.hook_state_norm`` -> ``state_norm``."""
+    return name.rpartition(".")[2].removeprefix("hook_")
+
+
+def _channel_series(tr: Trace, need: Need, reduce: Callable[[torch.Tensor], torch.Tensor], label: str,
+                    value: str, per_channel: bool = False) -> pd.DataFrame:
+    cols = ["sample", "layer", "pos"] + (["channel"] if per_channel else []) + [label, value]
+    frames = []
+    for name in need.found(tr):
+        layer = layer_of(name)
+        if layer is None:
+            continue
+        x = tr[name].float()
+        vals = _np(x) if per_channel else _np(reduce(x))
+        df = _token_table(tr, name, {value: vals}, ["channel"] if per_channel else [])
+        df.insert(1, "layer", layer)
+        df[label] = _site_label(name)
+        frames.append(df)
+    if not frames:
+        return _empty(cols)
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+@register_frame("channel_state", needs=[CHANNEL_STATE], per_piece=True,
+                columns=("sample", "layer", "pos", "state", "norm"))
+def channel_state(tr: Trace) -> pd.DataFrame:
+    """Norm over channels of each per-channel recurrent state (site) per token."""
+    return _channel_series(tr, CHANNEL_STATE, lambda x: x.norm(dim=-1), "state", "norm")
+
+
+@register_frame("channel_gates", needs=[CHANNEL_GATE], per_piece=True,
+                columns=("sample", "layer", "pos", "gate", "value"))
+def channel_gates(tr: Trace, per_channel: bool = False) -> pd.DataFrame:
+    """Per-channel gates of a recurrent mixer per token (mean over channels, or per channel)."""
+    return _channel_series(tr, CHANNEL_GATE, lambda x: x.mean(-1), "gate", "value", per_channel)

@@ -120,4 +120,26 @@ def load_pretrained(folder: str | os.PathLike, *, device: str = "cpu", hooked: b
     return model
 
 
-__all__ = ["adapt", "load_pretrained", "register_adapter", "registered_adapters"]
+def adapter_of(model: nn.Module):
+    """The installed adapter of ``model`` (None for a model with built-in hook sites or none)."""
+    return getattr(model, "_pulse_adapter", None)
+
+
+def has_implicit_attention(model: nn.Module) -> bool:
+    """Whether ``model``'s adapter computes the exact implicit attention of its mixer cores."""
+    return callable(getattr(adapter_of(model), "implicit_attention", None))
+
+
+def implicit_attention(model: nn.Module, input_ids, layer: int, channel: int, attention_mask=None):
+    """The exact implicit attention of ``layer``'s mixer core for channel (or head) ``channel``
+    on ``input_ids`` (one fresh forward): the adapter's :class:`~probes.adapters.base.ImplicitAttention`
+    with ``matrix`` [batch, 1, pos, src] and the reconstruction residual of that channel
+    against the core's own output. Raises ``ValueError`` for a model without it."""
+    if not has_implicit_attention(model):
+        raise ValueError(f"implicit_attention: {type(model).__name__} has no adapter with implicit attention")
+    return adapter_of(model).implicit_attention(input_ids, attention_mask=attention_mask, layers=[int(layer)],
+                                                channels=[int(channel)])[0]
+
+
+__all__ = ["adapt", "adapter_of", "has_implicit_attention", "implicit_attention", "load_pretrained",
+           "register_adapter", "registered_adapters"]

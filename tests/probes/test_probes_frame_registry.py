@@ -38,9 +38,11 @@ MODELS = {
         vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2)).eval())[1],
 }
 BANK_KINDS = {"routing", "read_weights", "gates", "importance", "pruning_events", "token_loss", "predictions"}
+# the per-channel recurrences' frames read the family adapters' sites (tests/probes/adapters), never PULSE's
+CHANNEL_KINDS = {"channel_decay", "channel_state", "channel_gates"}
 EXPECTED = {
-    "pulse_everything_gru": set(FRAME_KINDS),
-    "pulse_everything_lstm": set(FRAME_KINDS),
+    "pulse_everything_gru": set(FRAME_KINDS) - CHANNEL_KINDS,
+    "pulse_everything_lstm": set(FRAME_KINDS) - CHANNEL_KINDS,
     "pulse_bank_only": BANK_KINDS,
     "transformer": {"token_loss", "predictions"},
 }
@@ -113,7 +115,7 @@ def test_the_lists_of_kinds_derive_from_the_registry():
     piece = {s.kind for s in frame_specs() if s.stored and s.per_piece}
     param = {s.kind for s in frame_specs() if s.stored and not s.per_piece}
     assert set(parquet.PIECE_KINDS) == piece and set(parquet.PARAM_KINDS) == param and not piece & param
-    assert param == {"importance", "decay", "pruning_events"}
+    assert param == {"importance", "decay", "pruning_events", "channel_decay"}
     assert {s.kind for s in frame_specs() if not s.stored} == {"decay_attention"}
     from workbench.core import TRACE_NAMES
 
@@ -145,7 +147,7 @@ def test_frame_hooks_choose_sites_by_kind():
     with pytest.raises(ValueError, match="not a frame kind"):
         frame_hooks(["nonsense"])
     _, tr = run_with_trace(model, torch.randint(1, 50, (1, 9)), names=frame_hooks())
-    assert tr.available_frames() == list(FRAME_KINDS) and set(tr.names) - {
+    assert tr.available_frames() == [k for k in FRAME_KINDS if k not in CHANNEL_KINDS] and set(tr.names) - {
         "loss.per_token", "predictions.top_ids", "predictions.top_probs"} == set(chosen)
     assert tr.metadata["names_filter"] == "frame_hooks()"
 
@@ -209,6 +211,16 @@ def test_register_frame_refuses_bad_declarations():
 def test_every_hook_a_frame_reads_is_declared_by_some_model():
     """No need names a kind/layout no model declares (a typo would leave a frame never applying)."""
     sites = [s for build in MODELS.values() for s in hook_sites(build()).values()]
+    transformers = pytest.importorskip("transformers")
+    from probes.adapters import adapt
+
+    for model in (transformers.MambaForCausalLM(transformers.MambaConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, state_size=4, expand=2)),
+            transformers.RwkvForCausalLM(transformers.RwkvConfig(
+                vocab_size=50, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16,
+                intermediate_size=32, context_length=64))):
+        adapt(model)
+        sites += list(hook_sites(model).values())
     entries = {"loss", "prediction"}  # the trace's own entries (probes.trace.ENTRY_LAYOUTS)
     for spec in frame_specs():
         for need in spec.needs:
