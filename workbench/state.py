@@ -67,6 +67,31 @@ def _generate(path: str, key: str, prompt: str, n: int, temperature: float, seed
                               top_p=top_p if top_p < 1 else None)
 
 
+def has_implicit_attention(ckpt: Checkpoint) -> bool:
+    """Whether the checkpoint's model computes its mixers' exact implicit attention (an adapter capability)."""
+    from probes.adapters import has_implicit_attention as has
+
+    return has(ckpt.model)
+
+
+@st.cache_data(show_spinner="Implicit attention…", max_entries=32)
+def _implicit(path: str, key: str, ids: tuple[int, ...], layer: int, channel: int) -> dict[str, Any]:
+    import torch
+
+    from probes.adapters import implicit_attention as implicit
+
+    ia = implicit(_checkpoint(path, key).model, torch.tensor([ids], dtype=torch.long), layer, channel)
+    return {"matrix": ia.matrix[0, 0].numpy(), "residual": float(ia.residual), "max_abs_error": float(ia.max_abs_error),
+            "unit": ia.layout[1], "notes": ia.notes}
+
+
+def implicit_attention(ckpt: Checkpoint, run: Run, layer: int, channel: int) -> dict[str, Any]:
+    """Cached exact implicit attention of ``layer``'s mixer core, channel (or head) ``channel``, on the
+    run's tokens: ``matrix`` [T, T] (float64), ``residual`` (||A @ V - core output|| / ||core output||),
+    ``max_abs_error``, ``unit`` (the axis: channel or head) and the adapter's ``notes``."""
+    return _implicit(str(ckpt.path), ckpt.key, tuple(run.ids), int(layer), int(channel))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _tokenizer_signature(path: str, key: str) -> str:
     return core.tokenizer_signature(path)
@@ -150,6 +175,8 @@ def _input_picker(ckpt: Checkpoint) -> tuple[str, list[str] | None, str] | None:
             st.session_state["wb_text"] = default
         text = st.sidebar.text_area("Text", key="wb_text", height=160,
                                     help=f"At most {core.MAX_TOKENS:,} tokens.")
+        if str(text).strip():
+            st.session_state["_wb_had_text"] = True
         return text, None, source
     if "wb_prompt" not in st.session_state:
         st.session_state["wb_prompt"] = _default_prompt(ckpt, exs)
@@ -221,6 +248,10 @@ def sidebar() -> Context | None:
     if picked is None:
         return None
     text, cats, source = picked
+    if source == "Free text" and not str(text).strip() and not st.session_state.get("_wb_had_text"):
+        # nothing typed yet (no example to start from): ask for text; a text emptied later is an error
+        st.info("Type a text in the sidebar (Input → Text) to trace it.")
+        return None
     try:
         run, warnings = trace(ckpt, text, cats)
     except WorkbenchError as e:

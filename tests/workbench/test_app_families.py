@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from test_app_inputs import PAGES, SHIPPED, STORY_MAX, assert_ok, page
+from test_app_inputs import PAGES, SHIPPED, STORY_MAX, assert_ok, chart, charts_shown, page
 from workbench_paths import REPO
 
 WORKBENCH = REPO / "workbench"
@@ -80,7 +80,7 @@ def test_every_page_on_a_mamba_folder(mamba_dir, name):
 
 
 def test_mamba_pages_that_do_not_apply_say_why(mamba_dir):
-    for name, lacks in (("attention", "no linear attention"), ("memory", "no key-value memory"),
+    for name, lacks in (("memory", "no key-value memory"),
                         ("routing", "no state bank"), ("importance", "no state bank")):
         at = page(name, "mary went to the kitchen .")
         assert_ok(at, name)
@@ -120,3 +120,46 @@ def test_checkpoints_with_a_frame_are_found_by_their_hook_sites(monkeypatch):
     memory = core.checkpoints_with("memory_reads")
     assert "story-world-pulse" in memory and "story-world-bank" not in memory
     assert "story-world-bank" in core.checkpoints_with("routing")
+
+
+@pytest.fixture(params=["mamba", "rwkv"])
+def hf_dir(request, tmp_path, monkeypatch):
+    return _hf_folder(tmp_path, monkeypatch, request.param)
+
+
+def test_attention_shows_the_exact_implicit_attention(hf_dir):
+    import numpy as np
+    import torch
+
+    from probes.adapters import implicit_attention
+    from workbench import core
+
+    text = "mary went to the kitchen . where is mary ?"
+    at = page("attention", text)
+    assert_ok(at, "attention")
+    at.selectbox(key="attention_layer").set_value(1).run()
+    at.selectbox(key="attention_channel").set_value(3).run()
+    assert_ok(at, "attention")
+    assert {"attention_implicit", "attention_halflife"} <= charts_shown(at)
+    z = np.array(chart(at, "attention_implicit")["data"][0]["z"], dtype=float)
+    ckpt = core.load_checkpoint(hf_dir)
+    run, _ = core.trace_text(ckpt, text)
+    want = implicit_attention(ckpt.model, run.input_ids(), 1, 3)
+    A = want.matrix[0, 0].numpy()
+    assert z.shape == A.shape and np.allclose(np.nan_to_num(z), np.tril(A), rtol=1e-6, atol=1e-9)
+    assert want.residual < 1e-5
+    residual = next(m for m in at.metric if m.label == "Reconstruction residual")
+    assert float(residual.value) < 1e-5 and abs(float(residual.value) - want.residual) <= 0.01 * want.residual + 1e-12
+    assert torch.is_tensor(want.matrix)
+
+
+def test_gates_show_the_mixer_gates_and_state_norms(hf_dir):
+    at = page("gates", "mary went to the kitchen . where is mary ?")
+    assert_ok(at, "gates")
+    assert {"gates_channel", "gates_channel_state"} <= charts_shown(at)
+
+
+def test_free_text_without_a_task_asks_for_text(mamba_dir):
+    at = page("overview", "")
+    assert not at.exception and not at.error
+    assert any("Type a text" in i.value for i in at.info)

@@ -54,3 +54,20 @@ if ctx is not None:
         state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], series,
                                       title="Recurrent state: input gate (how much each token writes)",
                                       y_title="mean gate"), key="gates_recurrent")
+    if frame_spec("channel_gates").applies(tr):
+        cg = tr.frame("channel_gates")
+        cg = cg[(cg["sample"] == 0) & (cg["pos"] >= t0) & (cg["pos"] < t1)]
+        names = list(dict.fromkeys(cg["gate"]))
+        gname = st.selectbox("Mixer gate", names, key="gates_channel_gate") if len(names) > 1 else names[0]
+        d = cg[cg["gate"] == gname]
+        series = {f"layer {i}": g.sort_values("pos")["value"].to_numpy() for i, g in d.groupby("layer")}
+        state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], series,
+                                      title=f"Mixer gate {gname} per token (mean over channels)", y_title="mean gate"),
+                   key="gates_channel")
+    if frame_spec("channel_state").applies(tr):
+        cs = tr.frame("channel_state")
+        cs = cs[(cs["sample"] == 0) & (cs["pos"] >= t0) & (cs["pos"] < t1)]
+        series = {f"layer {i} {s}": g.sort_values("pos")["norm"].to_numpy() for (i, s), g in cs.groupby(["layer", "state"])}
+        state.plot(charts.token_lines(range(t0, t1), run.tokens[t0:t1], series,
+                                      title="Recurrent state norm per token (over channels)", y_title="norm"),
+                   key="gates_channel_state")
