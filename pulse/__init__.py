@@ -35,6 +35,7 @@ from pulse.nsm import (
 from pulse.pretrained import load_pretrained, register_model, registered_models
 from pulse.simple import SequencePulse, SimplePulse
 from pulse.transformer import TransformerConfig, TransformerForCausalLM
+from pulse.hf_mamba import HFMambaConfig, HFMambaForCausalLM  # registers model.type mamba (transformers imported lazily)
 
 __version__ = "0.1.0"
 

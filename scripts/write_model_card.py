@@ -34,10 +34,29 @@ def _row(name: str, metrics: dict, summary: dict) -> str:
             f"{metrics['loss']:.4f} | **{metrics['accuracy']:.4f}** | {metrics['sequence_accuracy']:.4f} |")
 
 
+def _model_line(config: dict) -> str:
+    """The card's model line: PULSE's fields, or for another family (e.g. a Hugging Face Mamba
+    folder) the sizes its config.json has."""
+    if "num_heads" in config and "num_layers" in config:
+        return (f"Model: hidden {config['hidden_size']}, {config['num_layers']} layers, {config['num_heads']} heads, "
+                f"chunk {config.get('chunk_size')}, recurrent state {config.get('use_recurrent_state')}, memory "
+                f"{config.get('use_memory')} (capacity {config.get('memory_capacity')}, "
+                f"top-{config.get('memory_top_k')}), state bank {config.get('num_states')} slots "
+                f"(dim {config.get('state_dim')})")
+    keys = ("hidden_size", "num_hidden_layers", "intermediate_size", "state_size", "conv_kernel", "time_step_rank",
+            "vocab_size", "tie_word_embeddings")
+    return (f"Model: Hugging Face `{config.get('model_type')}` (`{(config.get('architectures') or ['?'])[0]}`), "
+            + ", ".join(f"{k} {config[k]}" for k in keys if k in config))
+
+
 def usage_section(dest: Path, n: int = 512, device: str = "cpu") -> str:
     """The card's "What this model uses" section: the ``probes.usage`` table of ``dest`` on ``n``
     held-out examples (also written to ``dest/usage.json``, keyed by the weights hash)."""
-    u = checkpoint_usage(dest, n=n, device=device)
+    try:
+        u = checkpoint_usage(dest, n=n, device=device)
+    except Exception as e:  # noqa: BLE001 - e.g. a family whose mechanisms probes.usage does not know
+        return (f"## What this model uses\n\nNot measured: `probes.usage.checkpoint_usage` does not handle this "
+                f"model ({type(e).__name__}: {e}). The workbench's pages still open it.\n")
     lines = "\n".join(f"- {u.sentence(m)}" for m in u.mechanisms())
     return (f"## What this model uses\n\n{u.markdown()}\n{lines}\n\nMeasured with "
             f"`probes.usage.checkpoint_usage(\"{dest.as_posix()}\", n={n})` on {u.meta['device']} "
@@ -111,10 +130,7 @@ A {config['model_type'].upper()} causal language model of the PULSE Workbench, t
   {tc['warmup']} warmup steps and cosine decay to {tc['min_lr_ratio']} x lr, weight decay {tc['weight_decay']},
   gradient clipping {tc['grad_clip']}, precision {s['amp']}.{stopped}
 - Hardware: {args.hardware}; wall time {s['wall_time_s']:.0f} s ({s['tokens_seen']:,} tokens).
-- Model: hidden {config['hidden_size']}, {config['num_layers']} layers, {config['num_heads']} heads,
-  chunk {config.get('chunk_size')}, recurrent state {config.get('use_recurrent_state')}, memory
-  {config.get('use_memory')} (capacity {config.get('memory_capacity')}, top-{config.get('memory_top_k')}), state bank
-  {config.get('num_states')} slots (dim {config.get('state_dim')}); {m['num_parameters']:,} parameters.
+- {_model_line(config)}; {m['num_parameters']:,} parameters.
 - State-bank events during training: {json.dumps(events) if events else 'none'}.
 
 ## Held-out metrics (measured by `python -m pulse.evaluate`, {args.n} test sequences)

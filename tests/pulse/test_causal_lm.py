@@ -228,7 +228,7 @@ def test_trainer_trains_legacy_v1_with_its_state_bank_schedule(tmp_path):
 def test_unknown_model_type_names_the_registered_ones():
     from pulse.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"model\.type: unknown model type 'rnn'; registered: .*legacy_pulse, "
+    with pytest.raises(ConfigError, match=r"model\.type: unknown model type 'rnn'; registered: .*legacy_pulse, (mamba, )?"
                                           r"pulse, transformer"):
         _run({"type": "rnn"})
 
