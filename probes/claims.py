@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -610,25 +610,39 @@ def story_ground_truth(stories: Sequence[Any], T: int) -> dict[str, np.ndarray]:
 
 def run_claim_checks(model: nn.Module, task: Any, n: int = N_EXAMPLES, seeds: Sequence[int] = SEEDS,
                      split: str = "test", n_random: int = 8, n_boot: int = N_BOOT, n_shuffles: int = 200,
-                     batch_size: int = 64) -> list[dict[str, Any]]:
+                     batch_size: int = 64,
+                     progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """Every claim check that fits ``model``, on ``n`` examples of ``task``'s held-out ``split``
     (labels from the task: the tokens the model was trained to predict). Slot specialisation
     needs per-token ground truth (story-world tasks: the entity each token names, with the
-    place a token names reported beside it); other tasks get an inconclusive result saying so."""
+    place a token names reported beside it); other tasks get an inconclusive result saying so.
+    ``progress(done, total, message)`` is called before each check and once at the end."""
     model = model.eval()
     batch = task.make_split(split, n)
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     has_banks = hasattr(model, "state_banks") and bool(list(model.state_banks()))
     names = ["blocks.*.attn.hook_q_features", "blocks.*.attn.hook_k_features", "blocks.*.attn.hook_normalizer",
              "blocks.*.attn.hook_decay"] + (["blocks.*.states.hook_routing"] if has_banks else [])
+    n_banks = len(list(model.state_banks())) if has_banks else 0
+    total = 2 + (n_banks + 2 if n_banks else 0)
+    step = [0]
+
+    def tick(message: str) -> None:
+        if progress is not None:
+            progress(step[0], total, message)
+        step[0] += 1
+
+    tick(f"tracing {int(ids.shape[0])} held-out examples")
     with torch.no_grad(), trace(model, names=names) as tr:  # one call: several calls would be stream pieces
         model(ids, attention_mask=mask)
     results = []
+    tick("slower_decay_attends_further")
     if tr.layers("attn.hook_q_features"):
         results.append(slower_decay_attends_further(tr, seeds=seeds, n_boot=n_boot))
     if has_banks:
         stories = task.stories(split, n) if hasattr(task, "stories") else None
         for layer, _ in model.state_banks():
+            tick(f"slot_specialisation (layer {layer})")
             if stories is None:
                 r = _inconclusive("slot_specialisation", "excess_mi_fraction_of_entropy",
                                   "no per-token ground truth for this task", NEGLIGIBLE_MI, layer=layer)
@@ -639,13 +653,17 @@ def run_claim_checks(model: nn.Module, task: Any, n: int = N_EXAMPLES, seeds: Se
                 r["details"]["categories"] = "entity named by the token (characters and objects)"
             r["claim"] = f"slot_specialisation (layer {layer})"
             results.append(r)
+        tick("importance_predicts_ablation (one forward per slot)")
         results.append(importance_predicts_ablation(model, ids, labels, attention_mask=mask, seeds=seeds,
                                                     n_boot=n_boot, batch_size=batch_size))
+        tick("pruning_beats_random")
         results.append(pruning_beats_random(model, ids, labels, attention_mask=mask, n_random=n_random, seeds=seeds,
                                             n_boot=n_boot, batch_size=batch_size))
     for r in results:
         r["details"].setdefault("split", split)
         r["details"]["held_out_examples"] = int(ids.shape[0])
+    if progress is not None:
+        progress(total, total, "done")
     return results
 
 

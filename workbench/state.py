@@ -277,6 +277,18 @@ def context() -> Context | None:
 
 
 # ------------------------------------------------------------------ widgets
+def progress_bar(label: str):
+    """A progress bar for long work, made INSIDE the cached function that does the work (so that
+    Streamlit can replay it on a cache hit, where it is closed at once). Returns
+    ``(update(done, total, message=""), close())``."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int, message: str = "") -> None:
+        bar.progress(min(1.0, max(0.0, done / max(total, 1))), text=f"{label}: {message}" if message else label)
+
+    return update, bar.empty
+
+
 def mark_done() -> None:
     """An invisible element numbered by the session's run: tests (and anything driving the app)
     know a page has finished when the number they see exceeds the one seen before they acted."""
@@ -426,7 +438,13 @@ def _usage(path: str, key: str, n: int) -> dict:
     from probes.usage import checkpoint_usage
 
     ckpt = _checkpoint(path, key)  # usage.json is used when it was measured for these weights and n
-    return checkpoint_usage(path, n=n, model=working_copy(ckpt), write=False).to_dict()
+    update, close = progress_bar(f"Measuring what this model uses ({n} held-out examples, each mechanism off)")
+    try:
+        return checkpoint_usage(path, n=n, model=working_copy(ckpt), write=False,
+                                progress=lambda done, total: update(done, total, f"{done}/{total} forward passes")
+                                ).to_dict()
+    finally:
+        close()
 
 
 def usage(ckpt: Checkpoint, n: int | None = None):

@@ -56,7 +56,7 @@ values integrated, so they do not break the path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -157,13 +157,15 @@ def token_attributions(
     max_error: float = DEFAULT_MAX_ERROR,
     answer_mask: torch.Tensor | None = None,
     question_token_id: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> TokenAttribution:
     """IG attributions of ``F`` to each input token (see module doc). ``input_ids`` [T] or [1, T].
 
     ``position`` None: the answer (:func:`answer_index` of ``answer_mask`` / ``question_token_id``);
     ``target`` None: the token at ``position + 1``, or the model's top guess past the end.
     Steps ``n_steps, 2 n_steps, ...`` up to ``max_steps`` (None or <= n_steps: only ``n_steps``)
-    until the completeness error is below ``max_error``."""
+    until the completeness error is below ``max_error``. ``progress(done, total, message)`` is
+    called after each try, ``done``/``total`` in integration steps of the whole schedule."""
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if input_ids.shape[0] != 1:
@@ -199,11 +201,16 @@ def token_attributions(
         ig = IntegratedGradients(fwd)
         errors: dict[int, float] = {}
         best = None
+        total, done = sum(schedule), 0
         for steps in schedule:
             attr = ig.attribute(emb, baselines=base, n_steps=steps, method=method,
                                 internal_batch_size=internal_batch_size).detach()[0]
             err = completeness_error(float(attr.sum()), f_x, f_b)
             errors[steps] = err
+            done += steps
+            if progress is not None:
+                progress(done if err >= max_error else total, total,
+                         f"{steps} steps: completeness error {100 * err:.1f}%")
             if best is None or err <= best[1]:
                 best = (attr, err, steps)
             if err < max_error:

@@ -84,6 +84,19 @@ def test_completeness_error_is_reported_and_large_with_too_few_steps():
     assert capped.relative_error == pytest.approx(min(capped.errors.values()))
 
 
+def test_progress_reports_every_try_and_ends_at_the_total():
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    calls = []
+    res = token_attributions(Steep(ids, sharpness=3.0), ids, position=5, target=0, n_steps=2, max_steps=512,
+                             progress=lambda done, total, msg: calls.append((done, total, msg)))
+    assert len(calls) == len(res.errors)  # one call per try
+    total = calls[0][1]
+    assert total == sum(2 * 2 ** i for i in range(9))  # the whole schedule 2, 4, ..., 512
+    assert [d for d, _, _ in calls][:-1] == [sum(2 * 2 ** i for i in range(k + 1)) for k in range(len(calls) - 1)]
+    assert calls[-1][0] == total  # stopping early (converged) fills the bar
+    assert f"{res.n_steps} steps" in calls[-1][2] and "completeness error" in calls[-1][2]
+
+
 def test_completeness_error_formula():
     assert completeness_error(9.0, 10.0, 0.0) == pytest.approx(0.1)
     assert completeness_error(-1.0, 2.0, 3.0) == pytest.approx(0.0)

@@ -405,7 +405,14 @@ def test_run_claim_checks_on_a_story_world_task():
     with torch.no_grad():
         for _, bank in model.state_banks():
             bank.importance_logits.copy_(torch.linspace(-2, 2, 4))
-    res = run_claim_checks(model, task, n=MIN_EXAMPLES, n_boot=50, n_random=2, n_shuffles=20)
+    calls = []
+    res = run_claim_checks(model, task, n=MIN_EXAMPLES, n_boot=50, n_random=2, n_shuffles=20,
+                           progress=lambda done, total, msg: calls.append((done, total, msg)))
+    assert [d for d, _, _ in calls] == list(range(len(calls) - 1)) + [calls[0][1]]  # 0, 1, ... then total
+    assert calls[-1] == (calls[0][1], calls[0][1], "done") and len(calls) == calls[0][1] + 1
+    assert [m for _, _, m in calls[2:-1]] == ["slot_specialisation (layer 0)", "slot_specialisation (layer 1)",
+                                             "importance_predicts_ablation (one forward per slot)",
+                                             "pruning_beats_random"]
     assert [r["claim"] for r in res] == ["slower_decay_attends_further", "slot_specialisation (layer 0)",
                                          "slot_specialisation (layer 1)", "importance_predicts_ablation",
                                          "pruning_beats_random"]

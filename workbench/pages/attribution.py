@@ -38,8 +38,13 @@ def _token_ig(_model, path: str, key: str, ids: tuple[int, ...], position: int, 
     from probes.attribution import token_attributions
 
     prefix = torch.tensor([ids[: position + 1]], dtype=torch.long)
-    res = token_attributions(_model, prefix, position=position, target=target, n_steps=n_steps,
-                             max_steps=max_steps, max_error=MAX_ERROR, internal_batch_size=256)
+    update, close = state.progress_bar(f"Integrated gradients over {position + 1} tokens")
+    try:
+        res = token_attributions(_model, prefix, position=position, target=target, n_steps=n_steps,
+                                 max_steps=max_steps, max_error=MAX_ERROR, internal_batch_size=256,
+                                 progress=update)
+    finally:
+        close()
     return {"attr": res.attributions.numpy(), "error": float(res.relative_error), "steps": int(res.n_steps),
             "errors": {int(k): float(v) for k, v in res.errors.items()}, "f_input": res.f_input,
             "f_baseline": res.f_baseline}

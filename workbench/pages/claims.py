@@ -66,7 +66,11 @@ def held_out_claims(path: str, key: str, n: int, seeds: tuple[int, ...]) -> list
 
     ckpt = state.load(path)
     task, _ = load_task(path)
-    return run_claim_checks(copy.deepcopy(ckpt.model).eval(), task, n=n, seeds=seeds)
+    update, close = state.progress_bar(f"Claim checks on {n} held-out examples, seeds {list(seeds)}")
+    try:
+        return run_claim_checks(copy.deepcopy(ckpt.model).eval(), task, n=n, seeds=seeds, progress=update)
+    finally:
+        close()
 
 
 def base(claim: str) -> str:
