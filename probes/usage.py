@@ -92,13 +92,15 @@ MECHANISM_NAMES: dict[str, tuple[str, str]] = {
     "attention": ("attention", "attention output := 0"),
     "convolution": ("convolution", "convolution output := 0"),
     "decay_short": ("attention decay", "head decay set short"),
+    "mixer": ("mixer", "mixer output := 0"),  # an adapted family's token mixer (e.g. Mamba's selective SSM)
 }
 _ZERO_SITES = {  # mechanism -> hook (relative to blocks.{l}.)
     "state_bank": "states.hook_read",
     "recurrent_state": "recurrent.hook_state",
     "convolution": "conv.hook_out",
+    "mixer": "mixer.hook_out",
 }
-_ORDER = ["state_bank", "memory", "recurrent_state", "linear_attention", "attention", "convolution", "decay_short"]
+_ORDER = ["state_bank", "memory", "recurrent_state", "linear_attention", "attention", "convolution", "decay_short", "mixer"]
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 COLUMNS = [
@@ -168,6 +170,8 @@ def find_mechanisms(model: nn.Module, short_half_life: float = 1.0, all_layers: 
             per_layer["recurrent_state"].append(layer)
         elif rest == "conv.hook_out":
             per_layer["convolution"].append(layer)
+        elif rest == "mixer.hook_out":
+            per_layer["mixer"].append(layer)
         elif rest == "attn.hook_out":
             kind = "linear_attention" if f"blocks.{layer}.attn.hook_decay" in sites else "attention"
             per_layer[kind].append(layer)
@@ -565,7 +569,7 @@ def checkpoint_usage(folder: str | os.PathLike, n: int = 256, split: str | None 
 
     folder = Path(folder)
     if model is None:
-        from pulse.pretrained import load_pretrained
+        from probes.adapters import load_pretrained  # PULSE folders, and adapted families' (hook sites on)
 
         model = load_pretrained(folder, device=device)
     task, record = load_task(folder)

@@ -85,3 +85,14 @@ def test_missing_transformers_is_a_config_error_naming_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_transformers)
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[adapters\]'"):
         HFMambaForCausalLM(HFMambaConfig(vocab_size=32))
+
+
+def test_usage_switches_off_each_mixer_of_the_trained_folder(trained):
+    from probes.usage import checkpoint_usage
+
+    out, _, _ = trained
+    u = checkpoint_usage(out, n=8, n_boot=20, write=False, use_cache=False)
+    assert "mixer" in u.mechanisms()
+    for layer in ("0", "1", "all"):
+        row = u.row("mixer", layer)
+        assert row is not None and row["max_abs_logit_change"] > 0, layer
