@@ -2,7 +2,8 @@
 
     python -m pulse.evaluate --checkpoint checkpoints/story-world-pulse [--n 1000] [--split test]
 
-``--checkpoint`` is any ``save_pretrained`` folder (PULSE or Transformer, dispatched by
+``--checkpoint`` is any ``save_pretrained`` folder (any registered model type, e.g. PULSE, Transformer or
+the Hugging Face Mamba of ``model.type: mamba``, dispatched by
 ``pulse.load_pretrained``) that also holds ``task.json`` (task name and arguments, written
 by ``pulse.train``) and ``tokenizer.json``. The data is generated afresh from the task's
 ``split`` (default ``test`` for generated tasks, ``eval`` for text): a different seed from
