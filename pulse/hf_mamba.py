@@ -185,6 +185,16 @@ class HFMambaForCausalLM(nn.Module):
         self.hf.save_pretrained(directory, safe_serialization=True)
         return directory
 
+    def init_from_folder(self, folder: str | os.PathLike) -> None:
+        """``train.init_from``: this run's weights from another run's folder of the same config."""
+        theirs = type(self).from_pretrained(folder)
+        a, b = theirs.config.to_dict(), self.config.to_dict()
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in ("time_step_rank",))
+        if diff:
+            raise ConfigError(f"train.init_from: {folder}'s model config differs from this run's in "
+                              + ", ".join(f"{k} ({a.get(k)!r} vs {b.get(k)!r})" for k in diff))
+        self.hf.load_state_dict(theirs.hf.state_dict())
+
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu"):
         directory = Path(directory)

@@ -222,6 +222,9 @@ def _init_from(model: nn.Module, folder: Path) -> None:
     """Start from another run's weights: same architecture (config.json equal field by field)."""
     from pulse.io import WEIGHTS_NAME, load_weights
 
+    if hasattr(model, "init_from_folder"):  # a family whose folder is not pulse's layout (e.g. Hugging Face)
+        model.init_from_folder(folder)
+        return
     cfg_path = folder / "config.json"
     if not (cfg_path.is_file() and (folder / WEIGHTS_NAME).is_file()):
         raise ConfigError(f"train.init_from: {folder} has no config.json and {WEIGHTS_NAME}")

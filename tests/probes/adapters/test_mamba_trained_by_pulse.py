@@ -96,3 +96,11 @@ def test_usage_switches_off_each_mixer_of_the_trained_folder(trained):
     for layer in ("0", "1", "all"):
         row = u.row("mixer", layer)
         assert row is not None and row["max_abs_logit_change"] > 0, layer
+
+
+def test_init_from_starts_from_another_runs_weights(trained, tmp_path):
+    from pulse.train import train
+
+    out, _, first = trained
+    result = train(_run(tmp_path, steps=1, init_from=str(out)), tmp_path / "stage2", progress=False)
+    assert result["initial_weights_hash"] == first["weights_hash"]
