@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 import os
+from fnmatch import fnmatchcase
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -70,6 +71,7 @@ from scipy.stats import rankdata, spearmanr
 from torch import nn
 
 from probes.interventions import ablate_slot, intervene, prune_slots
+from pulse.hooks import hook_sites
 from probes.trace import Trace, per_token_loss, trace
 
 SEEDS: tuple[int, ...] = (0, 1, 2)
@@ -623,6 +625,14 @@ def run_claim_checks(model: nn.Module, task: Any, n: int = N_EXAMPLES, seeds: Se
     has_banks = hasattr(model, "state_banks") and bool(list(model.state_banks()))
     names = ["blocks.*.attn.hook_q_features", "blocks.*.attn.hook_k_features", "blocks.*.attn.hook_normalizer",
              "blocks.*.attn.hook_decay"] + (["blocks.*.states.hook_routing"] if has_banks else [])
+    # only the sites this model has: a model without decay-weighted attention or a state bank
+    # (e.g. a Mamba through probes.adapters) gets the checks that fit it, possibly none
+    sites = list(hook_sites(model))
+    names = [n for n in names if any(fnmatchcase(s, n) for s in sites)]
+    if not names:
+        if progress is not None:
+            progress(1, 1, "no claim applies to this model")
+        return []
     n_banks = len(list(model.state_banks())) if has_banks else 0
     total = 2 + (n_banks + 2 if n_banks else 0)
     step = [0]

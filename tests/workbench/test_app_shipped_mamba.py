@@ -33,3 +33,25 @@ def test_core_answers_with_the_shipped_mamba(shipped_mamba):
 def test_every_page_on_the_shipped_mamba(shipped_mamba, name):
     at = page(name, "mary went to the kitchen . where is mary ?")
     assert_ok(at, name)
+
+
+def test_claims_button_on_the_shipped_mamba_says_none_applies(shipped_mamba):
+    """The NSM claims are about attention heads and state-bank slots: on a Mamba the button gives
+    an info box, not a failure (found by the browser walk)."""
+    at = page("claims")
+    at.button(key="claims_run").click().run()
+    assert_ok(at, "claims after the button")
+    assert any("None of the Neural State Machine claims applies" in i.value for i in at.info), \
+        [i.value for i in at.info]
+
+
+def test_run_claim_checks_returns_nothing_for_a_model_without_heads_or_slots(shipped_mamba):
+    from probes.adapters import load_pretrained
+    from probes.claims import run_claim_checks
+    from pulse.data import load_task
+
+    task, _ = load_task(shipped_mamba)
+    calls = []
+    assert run_claim_checks(load_pretrained(shipped_mamba), task, n=8,
+                            progress=lambda *a: calls.append(a)) == []
+    assert calls == [(1, 1, "no claim applies to this model")]

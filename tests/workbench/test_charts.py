@@ -547,3 +547,15 @@ def test_bad_shapes_are_refused():
         charts.slot_heatmap(np.zeros(5), range(5), ["a"] * 5)
     with pytest.raises(ValueError, match="weights"):
         charts.routing_sankey(["a", "b"], np.zeros((3, 2)))
+
+
+def test_half_life_bars_name_their_units_when_they_are_not_heads():
+    from workbench import charts
+
+    fig = charts.half_life_bars([0, 0, 1, 1], [0, 1, 0, 1], [2.0, 8.0, 3.0, 9.0], unit_labels={0: "min", 1: "max"},
+                                unit_title="decile over channels")
+    assert [t.name for t in fig.data] == ["min", "max"]
+    assert fig.layout.legend.title.text == "decile over channels"
+    assert list(fig.data[1].y) == [8.0, 9.0] and list(fig.data[1].x) == ["layer 0", "layer 1"]
+    plain = charts.half_life_bars([0, 0], [0, 1], [2.0, 8.0])
+    assert [t.name for t in plain.data] == ["head 0", "head 1"] and plain.layout.legend.title.text == "head"

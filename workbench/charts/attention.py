@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -46,18 +46,21 @@ def decay_attention_heatmap(A: np.ndarray, t_positions: Sequence[int], s_positio
 
 
 def half_life_bars(layers: Sequence[int], heads: Sequence[int], half_lives: Sequence[float],
-                   title: str = "Half-life of each head (tokens, log scale)") -> go.Figure:
+                   title: str = "Half-life of each head (tokens, log scale)",
+                   unit_labels: Mapping[int, str] | None = None, unit_title: str = "head") -> go.Figure:
     """Grouped bars: one group per layer, one bar per head, on a log axis whose ticks are
-    plain numbers (1, 2, 5, 10, ...: no minor-digit labels)."""
+    plain numbers (1, 2, 5, 10, ...: no minor-digit labels). ``unit_labels`` / ``unit_title``
+    name the bars when they are not heads (e.g. deciles over a layer's channels)."""
     layers, heads, hl = np.asarray(layers), np.asarray(heads), np.asarray(half_lives, dtype=float)
     fig = go.Figure()
     for h in sorted(set(heads.tolist())):
         m = heads == h
-        fig.add_trace(go.Bar(x=[f"layer {int(l)}" for l in layers[m]], y=hl[m].tolist(), name=f"head {h}",
+        label = (unit_labels or {}).get(int(h), f"{unit_title} {h}")
+        fig.add_trace(go.Bar(x=[f"layer {int(l)}" for l in layers[m]], y=hl[m].tolist(), name=label,
                              marker_color=PALETTE[int(h) % len(PALETTE)],
-                             hovertemplate="%{x}, head " + str(h) + ": half-life %{y:.1f} tokens<extra></extra>"))
+                             hovertemplate="%{x}, " + label + ": half-life %{y:.3g} tokens<extra></extra>"))
     ticks = style.nice_log_ticks(hl)
-    fig.update_layout(title=title, barmode="group", legend_title_text="head", xaxis_title="layer",
+    fig.update_layout(title=title, barmode="group", legend_title_text=unit_title, xaxis_title="layer",
                       yaxis=dict(title="half-life (tokens)", type="log", tickmode="array", tickvals=ticks,
                                  ticktext=[style.fmt_tick(t) for t in ticks], minor=dict(showgrid=False),
                                  range=[np.log10(ticks[0]), np.log10(ticks[-1])]),

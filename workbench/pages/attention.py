@@ -50,10 +50,13 @@ if implicit:
             per = pd.DataFrame([{"layer": l, "unit": i, "half_life": v} for l, d in per.groupby("layer")
                                 for i, v in enumerate(np.quantile(d["half_life"], q))])
             title = "Half-life per layer: deciles over channels (tokens per unit step, log scale)"
+            names = {i: ("min" if i == 0 else "max" if i == 10 else f"{10 * i}th pct") for i in range(11)}
+            unit = "decile over channels"
         else:
             title = "Half-life of each channel (median over its state dims; per unit step, log scale)"
-        state.plot(charts.half_life_bars(per["layer"], per["unit"], per["half_life"], title=title),
-                   key="attention_halflife")
+            names, unit = None, "channel"
+        state.plot(charts.half_life_bars(per["layer"], per["unit"], per["half_life"], title=title,
+                                         unit_labels=names, unit_title=unit), key="attention_halflife")
         with st.expander("Decay and half-life per channel (every layer)"):
             st.dataframe(dec, hide_index=True)
 elif ctx is not None and state.needs(

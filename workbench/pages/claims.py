@@ -94,6 +94,9 @@ elif ctx is not None:
         except Exception as e:  # noqa: BLE001 - a task that cannot be rebuilt says so
             state.show_error(e, "The claim checks failed")
             results = None
+        if results == []:
+            st.info("None of the Neural State Machine claims applies to this model: they are about "
+                    "decay-weighted attention heads and state-bank slots, and its trace has neither.")
         if results:
             ex = results[0]["details"].get("held_out_examples")
             st.caption(f"{ex} held-out examples ({results[0]['details'].get('split')} split), seeds {list(SEEDS)}.")
