@@ -229,8 +229,9 @@ def _retry(what: str, fn, timeout: float = 60):
 def _choose_checkpoint(drv, name: str, run: int) -> int:
     from selenium.webdriver.common.by import By
 
-    box = _retry("find the checkpoint picker", lambda: _js_find(drv, '[data-testid="stSelectbox"]', "Checkpoint"))
-    if name in box.get_attribute("innerText").split("\n"):
+    chosen = _retry("read the checkpoint picker", lambda: drv.execute_script(
+        "const i = document.querySelector('input[aria-label=\"Checkpoint\"]'); return i ? i.value : null;"))
+    if chosen == name:
         return run  # already chosen: choosing it again starts no run
 
     def open_and_pick():
