@@ -159,6 +159,21 @@ def substituted_parameters(module: nn.Module, values: dict[str, torch.Tensor]) -
             module._parameters[name] = p
 
 
+def run_mixer(original, args: tuple, kwargs: dict, mixer: nn.Module, substitute: dict[str, torch.Tensor],
+              forward_hooks: list = (), pre_hooks: list = ()):
+    """The mixer's original forward with ``substitute`` in place of its parameters and temporary
+    hooks on its own submodules (``[(submodule, fn), ...]``, forward and pre-forward), all removed
+    in ``finally``: how every adapter reads and replaces the values inside a Hugging Face mixer."""
+    handles = ([m.register_forward_hook(fn) for m, fn in forward_hooks]
+               + [m.register_forward_pre_hook(fn) for m, fn in pre_hooks])
+    try:
+        with substituted_parameters(mixer, substitute):
+            return original(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def changed_entries(new: torch.Tensor, old: torch.Tensor, new_raw: torch.Tensor, old_raw: torch.Tensor) -> torch.Tensor:
     """``old_raw`` with the entries where ``new`` differs from ``old`` replaced by ``new_raw``:
     the parameter to substitute after an intervention on a derived value, exact where the

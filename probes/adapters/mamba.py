@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes.adapters.base import (FamilyAdapter, ImplicitAttention, SiteSpec, changed_entries, first_arg, half_life,
-                                  relative_residual, substituted_parameters)
+from probes.adapters.base import (FamilyAdapter, ImplicitAttention, SiteSpec, changed_entries, first_arg,
+                                  half_life, relative_residual, run_mixer)
 
 SITES = (
     SiteSpec("hook_decay", ("channel", "d_k"), "decay", True, "exp(A) per unit step Δ"),
@@ -184,15 +184,9 @@ class MambaAdapter(FamilyAdapter):
             y2 = self.emit(layer, "hook_core_out", y)
             return None if y2 is y else (y2,) + tuple(inputs[1:])
 
-        handles = [mixer.in_proj.register_forward_hook(on_in_proj),
-                   mixer.x_proj.register_forward_hook(on_x_proj),
-                   mixer.out_proj.register_forward_pre_hook(on_out_proj)]
-        try:
-            with substituted_parameters(mixer, subst):
-                out = original(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
+        out = run_mixer(original, args, kwargs, mixer, subst,
+                        forward_hooks=[(mixer.in_proj, on_in_proj), (mixer.x_proj, on_x_proj)],
+                        pre_hooks=[(mixer.out_proj, on_out_proj)])
 
         A_used = -torch.exp(subst.get("A_log", A_log).detach().float())
         if want_state and {"x", "dt", "B"} <= box.keys():

@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes.adapters.base import (FamilyAdapter, ImplicitAttention, SiteSpec, changed_entries, half_life,
-                                  relative_residual, substituted_parameters)
+from probes.adapters.base import (FamilyAdapter, ImplicitAttention, SiteSpec, changed_entries,
+                                  half_life, relative_residual, run_mixer)
 
 SITES = (
     SiteSpec("hook_decay", ("head",), "decay", True, "exp(A_h) per unit step Δ"),
@@ -196,14 +196,8 @@ class Mamba2Adapter(FamilyAdapter):
             y2 = self.emit(layer, "hook_core_out", yh)
             return None if y2 is yh else (y2.reshape(y.shape).to(y.dtype),) + tuple(inputs[1:])
 
-        handles = [mixer.in_proj.register_forward_hook(on_in_proj),
-                   mixer.norm.register_forward_pre_hook(on_norm)]
-        try:
-            with substituted_parameters(mixer, subst):
-                out = original(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
+        out = run_mixer(original, args, kwargs, mixer, subst, forward_hooks=[(mixer.in_proj, on_in_proj)],
+                        pre_hooks=[(mixer.norm, on_norm)])
 
         A_used = -torch.exp(subst.get("A_log", A_log).detach().float())
         if want_inner and "proj" in box:

@@ -44,8 +44,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from probes.adapters.base import (FamilyAdapter, ImplicitAttention, SiteSpec, changed_entries, first_arg, half_life,
-                                  relative_residual, substituted_parameters)
+from probes.adapters.base import (FamilyAdapter, ImplicitAttention, SiteSpec, changed_entries, first_arg,
+                                  half_life, relative_residual, run_mixer)
 
 SITES = (
     SiteSpec("hook_decay", ("channel",), "decay", True, "exp(-exp(time_decay)), the decay per token"),
@@ -151,16 +151,10 @@ class RwkvAdapter(FamilyAdapter):
             y2 = self.emit(layer, "hook_core_out", y)
             return None if y2 is y else (y2,) + tuple(inputs[1:])
 
-        handles = [mixer.key.register_forward_hook(replace("hook_key", "k")),
-                   mixer.value.register_forward_hook(replace("hook_value", "v")),
-                   mixer.receptance.register_forward_hook(on_receptance),
-                   mixer.output.register_forward_pre_hook(on_output)]
-        try:
-            with substituted_parameters(mixer, subst):
-                out = original(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
+        out = run_mixer(original, args, kwargs, mixer, subst,
+                        forward_hooks=[(mixer.key, replace("hook_key", "k")), (mixer.value, replace("hook_value", "v")),
+                                       (mixer.receptance, on_receptance)],
+                        pre_hooks=[(mixer.output, on_output)])
         attention_out = out[0] if isinstance(out, tuple) else out
 
         w_used = torch.exp(subst.get("time_decay", td).detach().double())
